@@ -1,0 +1,192 @@
+"""The one native calling convention every runtime uses.
+
+Every compiled patch exposes, per kernel, one C entry point::
+
+    int32 entry(void *state, void *ctx, void *inp, void *out, void *events)
+
+* ``state``  -- the patch's state block (one record of the patch's state dtype).
+* ``ctx``    -- one record of :data:`CTX_DTYPE` (sample rate, block frames,
+  tempo, beat, tick, frame time ...), filled by the runtime before each call.
+* ``inp`` / ``out`` -- interleaved float32 frames (``block_frames`` x
+  ``channels_in`` / ``channels_out``); NULL-safe when a count is 0.
+* ``events`` -- an int32 array of shape ``(EVENT_CAPACITY + 1, 3)``; row 0 is
+  the header ``[count, capacity, default_channel]``, rows 1.. are
+  ``[status, data1, data2]`` raw MIDI bytes the kernel emitted in this call.
+
+The audio runtime calls the entry from a PortAudio callback, the MIDI runtime
+from a JACK process callback or a clock thread, the logic and offline runtimes
+from Python through ctypes: the same compiled code everywhere.
+
+Values reach a running kernel from outside (MIDI input, OSC, the host) only
+through a :class:`ControlRing`, a single-producer single-consumer ring that
+the real-time side drains at block or tick boundaries with
+:func:`apply_controls`. Nothing here allocates, locks or takes the GIL on the
+real-time side.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+ABI_VERSION = 1
+
+CTX_DTYPE = np.dtype(
+    [
+        ("sample_rate", "f8"),  # Hz
+        ("block_frames", "i8"),  # frames in this call (audio); frames per tick (midi)
+        ("channels_in", "i8"),
+        ("channels_out", "i8"),
+        ("tempo_bpm", "f8"),
+        ("beat", "f8"),  # transport position at the start of this call, in beats
+        ("tick", "i8"),  # tick index since start (midi/logic), block index (audio)
+        ("ppqn", "i8"),  # kernel ticks per quarter note
+        ("frame_time", "i8"),  # absolute frame count at the start of this call
+        ("channel", "i8"),  # default MIDI channel, 0-15
+    ],
+    align=True,
+)
+CTX_TYPE = numba.from_dtype(CTX_DTYPE)
+
+EVENT_CAPACITY = 256
+EVENT_HEADER_COUNT, EVENT_HEADER_CAPACITY, EVENT_HEADER_CHANNEL = 0, 1, 2
+
+KERNEL_SIGNATURE = types.int32(*(types.voidptr,) * 5)
+KERNEL_NAMES = ("audio", "midi")
+
+# ControlRing record kinds: how a value is stored at its byte offset.
+KIND_F8, KIND_F4, KIND_I8, KIND_I4, KIND_U1 = 0, 1, 2, 3, 4
+_KINDS = {"f8": KIND_F8, "f4": KIND_F4, "i8": KIND_I8, "i4": KIND_I4, "u1": KIND_U1, "b1": KIND_U1}
+
+
+def kind_of(dtype: np.dtype) -> int:
+    """Return the ring kind code for a scalar dtype (native byte order)."""
+    key = f"{dtype.kind}{dtype.itemsize}"
+    if key not in _KINDS:
+        raise TypeError(f"unsupported state dtype {dtype}")
+    return _KINDS[key]
+
+
+def new_events(channel: int = 0) -> np.ndarray:
+    """Return an empty event buffer whose helpers default to *channel* (0-15)."""
+    ev = np.zeros((EVENT_CAPACITY + 1, 3), np.int32)
+    ev[0, EVENT_HEADER_CAPACITY] = EVENT_CAPACITY
+    ev[0, EVENT_HEADER_CHANNEL] = channel
+    return ev
+
+
+def new_context(**values) -> np.ndarray:
+    """Return a one-record context array with *values* set (others zero)."""
+    ctx = np.zeros(1, CTX_DTYPE)
+    for name, value in values.items():
+        ctx[name] = value
+    return ctx
+
+
+# --- native building blocks (usable from numba code) -------------------------
+
+
+@intrinsic
+def as_voidptr(typingctx, address):
+    """Turn an integer address into a ``void *`` (numba intrinsic)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+    return types.voidptr(address), codegen
+
+
+@intrinsic
+def call_kernel(typingctx, address, state, ctx, inp, out, events):
+    """Call the kernel entry at integer *address* with five ``void *``."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.IntType(32), [ptr] * 5)
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.call(fn, list(args[1:]))
+
+    return types.int32(address, *(types.voidptr,) * 5), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def carry_state(src, dst, table):
+    """Copy carried fields from *src* to *dst* state bytes (uint8 arrays).
+
+    *table* is int64 ``(n, 3)``: source offset, destination offset, bytes.
+    """
+    for k in range(table.shape[0]):
+        s, d, n = table[k, 0], table[k, 1], table[k, 2]
+        for i in range(n):
+            dst[d + i] = src[s + i]
+
+
+RING_HEADER_WRITE, RING_HEADER_READ = 0, 1
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_controls(header, records, state):
+    """Drain a :class:`ControlRing` into *state* bytes; return how many applied.
+
+    *header* is int64 ``[written, read]``, *records* float64 ``(cap, 3)`` of
+    ``[byte_offset, kind, value]``. Single consumer: only this advances read.
+    """
+    written = header[RING_HEADER_WRITE]
+    read = header[RING_HEADER_READ]
+    cap = records.shape[0]
+    n = 0
+    while read < written:
+        r = read % cap
+        off = np.int64(records[r, 0])
+        kind = np.int64(records[r, 1])
+        value = records[r, 2]
+        if kind == KIND_F8:
+            state[off : off + 8].view(np.float64)[0] = value
+        elif kind == KIND_F4:
+            state[off : off + 4].view(np.float32)[0] = np.float32(value)
+        elif kind == KIND_I8:
+            state[off : off + 8].view(np.int64)[0] = np.int64(value)
+        elif kind == KIND_I4:
+            state[off : off + 4].view(np.int32)[0] = np.int32(value)
+        else:
+            state[off] = np.uint8(value != 0.0)
+        read += 1
+        n += 1
+    header[RING_HEADER_READ] = read
+    return n
+
+
+class ControlRing:
+    """Single-producer single-consumer ring of state writes.
+
+    The producer (one Python thread) calls :meth:`push`; the real-time side
+    calls :func:`apply_controls` with :attr:`header` and :attr:`records` at a
+    block or tick boundary. A full ring drops the write and counts it.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.header = np.zeros(2, np.int64)
+        self.records = np.zeros((capacity, 3), np.float64)
+        self.dropped = 0
+
+    def push(self, byte_offset: int, kind: int, value: float) -> bool:
+        written = int(self.header[RING_HEADER_WRITE])
+        cap = self.records.shape[0]
+        if written - int(self.header[RING_HEADER_READ]) >= cap:
+            self.dropped += 1
+            return False
+        self.records[written % cap] = (byte_offset, kind, value)
+        # The record is stored before the count moves (x86/ARM64 keep this
+        # order for a plain numpy store followed by another).
+        self.header[RING_HEADER_WRITE] = written + 1
+        return True
+
+    def pending(self) -> int:
+        return int(self.header[RING_HEADER_WRITE] - self.header[RING_HEADER_READ])

@@ -1,0 +1,137 @@
+"""``livehost.toml``: parse, validate, merge registry defaults.
+
+``tomllib`` gives no positions, so :func:`_key_lines` maps every key to its
+line to let errors say ``livehost.toml:LINE: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .settings import SCHEMAS, RuntimeSchema, number
+
+CONFIG_NAME = "livehost.toml"
+PATCH_NAME = "patch.py"
+
+TOP_LEVEL = {
+    "name": (str, "a string"),
+    "selected_runtime": (int, "a whole number (an index into runtime_settings)"),
+    "tempo_bpm": ((int, float), "a number of beats per minute"),
+    "runtime_settings": (list, "an array of [[runtime_settings]] tables"),
+}
+DEFAULT_TEMPO_BPM = 120.0
+_tempo_check = number(20.0, 999.0)
+
+
+@dataclass
+class ProjectConfig:
+    path: Path
+    name: str
+    selected_runtime: int
+    tempo_bpm: float
+    runtime_settings: list[dict[str, Any]]  # resolved: defaults merged
+    warnings: list[str] = field(default_factory=list)
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)
+
+    def line_of(self, *key) -> int | None:
+        return self.lines.get(tuple(key))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "selected_runtime": self.selected_runtime,
+                "tempo_bpm": self.tempo_bpm, "runtime_settings": self.runtime_settings}
+
+
+_HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map ``(key,)`` and ``("runtime_settings", i, key)`` to 1-based lines."""
+    lines: dict[tuple, int] = {}
+    scope: tuple = ()
+    counts: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            name = m.group(1)
+            counts[name] = counts.get(name, -1) + 1
+            scope = (name, counts[name])
+            lines.setdefault(scope, n)
+        elif m := _TABLE.match(line):
+            scope = (m.group(1),)
+            lines.setdefault(scope, n)
+        elif m := _KEY.match(line):
+            lines.setdefault(scope + (m.group(1).strip("\"'"),), n)
+    return lines
+
+
+def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) -> ProjectConfig:
+    """Read and validate ``<project_dir>/livehost.toml``.
+
+    Raises :class:`ConfigError` naming the file, line and key. An unknown
+    runtime id is not an error: it is kept, with a warning (the host falls
+    back to the default runtime at start-up).
+    """
+    path = Path(project_dir) / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read project config: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(str(path), int(m.group(1)) if m else None, f"invalid TOML: {exc}") from None
+    lines = _key_lines(text)
+
+    def fail(key: tuple, message: str):
+        raise ConfigError(str(path), lines.get(key) or lines.get(key[:2]), message)
+
+    for key, value in data.items():
+        if key not in TOP_LEVEL:
+            close = difflib.get_close_matches(key, TOP_LEVEL, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            fail((key,), f"unknown key {key!r}{hint}; known: {', '.join(TOP_LEVEL)}")
+        types_, what = TOP_LEVEL[key]
+        if not isinstance(value, types_) or isinstance(value, bool):
+            fail((key,), f"{key} = {value!r}: expected {what}")
+
+    tempo = data.get("tempo_bpm", DEFAULT_TEMPO_BPM)
+    if problem := _tempo_check(tempo):
+        fail(("tempo_bpm",), f"tempo_bpm = {tempo!r}: {problem}")
+    entries = data.get("runtime_settings") or [{"runtime": "logic"}]
+    warnings = []
+    resolved = []
+    for i, entry in enumerate(entries):
+        scope = ("runtime_settings", i)
+        if not isinstance(entry, dict):
+            fail(scope, f"runtime_settings[{i}]: expected a table")
+        rid = entry.get("runtime")
+        if not isinstance(rid, str):
+            fail(scope + ("runtime",), f'runtime_settings[{i}]: needs runtime = "<id>" (one of {", ".join(schemas)})')
+        schema = schemas.get(rid)
+        if schema is None:
+            close = difflib.get_close_matches(rid, schemas, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            line = lines.get(scope + ("runtime",))
+            warnings.append(f"{path}:{line}: unknown runtime {rid!r} in runtime_settings[{i}]{hint}")
+            resolved.append(dict(entry))
+            continue
+        for key, problem in schema.problems(entry):
+            fail(scope + (key,), f"runtime_settings[{i}] ({rid}): {problem}")
+        resolved.append(schema.resolve(entry))
+
+    selected = data.get("selected_runtime", 0)
+    if not 0 <= selected < len(resolved):
+        warnings.append(
+            f"{path}:{lines.get(('selected_runtime',))}: selected_runtime = {selected} is out of range "
+            f"(0..{len(resolved) - 1}); the default runtime is used"
+        )
+    return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
+                         float(tempo), resolved, warnings, lines)
