@@ -1,0 +1,128 @@
+"""The Runtime protocol and the base class that owns lifecycle and locking.
+
+Like mido's ``BasePort``: the public ``start()``/``load()``/``close()`` own the
+lock, the closed-check and idempotency once, here; a runtime supplies only
+``_open``/``_load``/``_close``/``_stats`` (and ``_snapshot``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+
+from compiler_bridge.program import Program
+
+from .clock import Clock, SystemClock, Transport
+
+log = logging.getLogger("livehost.runtimes")
+
+
+class RuntimeInitError(RuntimeError):
+    """A runtime could not open its device or port; the message says why."""
+
+
+class Runtime(Protocol):
+    id: str
+
+    def start(self, program: Program, state: np.ndarray) -> None: ...
+    def load(self, program: Program) -> None: ...
+    def update_settings(self, settings: dict[str, Any]) -> None: ...
+    def snapshot(self) -> tuple[Program, np.ndarray]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class BaseRuntime:
+    """Lifecycle shared by every runtime.
+
+    *settings* are the resolved ``[[runtime_settings]]`` entry (defaults
+    merged). *transport* is the host's one tempo/beat source; *clock* gives
+    time (a virtual clock in tests).
+    """
+
+    id = "base"
+
+    def __init__(self, settings: dict[str, Any], *, transport: Transport | None = None,
+                 clock: Clock | None = None) -> None:
+        self.settings = dict(settings)
+        self.clock = clock or SystemClock()
+        self.transport = transport or Transport(120.0, self.clock)
+        self.program: Program | None = None
+        self.started = False
+        self.closed = False
+        self._lock = threading.RLock()
+
+    # --- public API (owns locking and idempotency) ---
+
+    def start(self, program: Program, state: np.ndarray) -> None:
+        """Open the device and start playing *program* from *state*."""
+        with self._lock:
+            if self.closed:
+                raise RuntimeInitError(f"{self.id}: runtime is closed")
+            if self.started:
+                raise RuntimeInitError(f"{self.id}: runtime already started")
+            self.program = program
+            self._open(program, state)
+            self.started = True
+
+    def load(self, program: Program) -> None:
+        """Swap to *program* at the next block or tick boundary, state carried."""
+        with self._lock:
+            if self.closed or not self.started:
+                raise RuntimeInitError(f"{self.id}: load() on a runtime that is not running")
+            self._load(program)
+            self.program = program
+
+    def update_settings(self, settings: dict[str, Any]) -> None:
+        """Apply changed live keys (the registry's ``live_keys``)."""
+        with self._lock:
+            self.settings = dict(settings)
+            self._update_settings(settings)
+
+    def snapshot(self) -> tuple[Program, np.ndarray]:
+        """Return the playing program and a copy of its current state."""
+        with self._lock:
+            if self.program is None:
+                raise RuntimeInitError(f"{self.id}: nothing is playing")
+            return self.program, self._snapshot()
+
+    def stats(self) -> dict[str, Any]:
+        return {"runtime": self.id, **self._stats()}
+
+    def close(self) -> None:
+        """Silence and free everything; closing twice is fine."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self.started:
+                self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- what a runtime supplies ---
+
+    def _open(self, program: Program, state: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _load(self, program: Program) -> None:
+        raise NotImplementedError
+
+    def _update_settings(self, settings: dict[str, Any]) -> None:
+        pass
+
+    def _snapshot(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _stats(self) -> dict[str, Any]:
+        return {}
+
+    def _close(self) -> None:
+        pass

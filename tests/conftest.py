@@ -1,0 +1,111 @@
+"""Shared fixtures: a real JACK server, example projects, leak checks.
+
+Nothing here imports sounddevice: PortAudio lists devices when first
+imported, and collection runs before the JACK fixture starts the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+JACK_CMD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
+
+
+def _jack_running() -> bool:
+    try:
+        return subprocess.run(["jack_wait", "-c"], capture_output=True, text=True, timeout=10).stdout.startswith("running")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """A running JACK server (dummy driver, 48 kHz, 256 frames).
+
+    Started here when none runs. Under ``CI=true`` a server that cannot be had
+    fails the test instead of skipping it.
+    """
+    proc = None
+    if not _jack_running():
+        if shutil.which("jackd") is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("jackd is not installed (apt-get install jackd2)")
+            pytest.skip("jackd is not installed")
+        proc = subprocess.Popen(JACK_CMD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        SESSION_PIDS.add(proc.pid)
+        deadline = time.monotonic() + 10
+        while not _jack_running():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                msg = "could not start jackd --no-realtime -d dummy"
+                pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
+            time.sleep(0.1)
+    yield {"sample_rate": 48000, "block_frames": 256}
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _jack_for_marked(request):
+    if request.node.get_closest_marker("jack"):
+        request.getfixturevalue("jack_server")
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Copy an example into tmp_path: ``project("sine")`` -> its folder."""
+
+    def make(name: str, dest: str | None = None) -> Path:
+        path = tmp_path / (dest or name)
+        shutil.copytree(EXAMPLES / name, path, ignore=shutil.ignore_patterns(".livehost", "__pycache__"))
+        return path
+
+    return make
+
+
+# Child processes that live for the whole session by design (jackd, warm workers).
+SESSION_PIDS: set[int] = set()
+
+
+def _children() -> set[int]:
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+# Threads that live for the whole session by design: numba/llvm, JACK-Client
+# notification threads, the session's warm compile worker's reader.
+_ALLOWED_THREAD_PREFIXES = ("livehost-session", "ThreadPoolExecutor", "pydevd", "watchdog-session")
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail a test that leaves a thread or a child process behind."""
+    threads_before = set(threading.enumerate())
+    children_before = _children()
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()
+                  and not t.name.startswith(_ALLOWED_THREAD_PREFIXES)]
+        new_children = {p for p in _children() - children_before - SESSION_PIDS if Path(f"/proc/{p}").exists()
+                        and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]}
+        if not leaked and not new_children or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
+    assert not new_children, f"leaked child processes: {sorted(new_children)}"
