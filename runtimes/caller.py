@@ -1,0 +1,60 @@
+"""Call a kernel entry from Python through ctypes: the logic and offline
+runtimes' engine, sharing the compiled kernels with the live runtimes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from compiler_bridge import abi
+from compiler_bridge.program import Program
+
+_ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
+
+
+class KernelCall:
+    """One kernel of one program with its state, context and buffers.
+
+    *channel* is the default MIDI channel 0-15; *frames* and *channels_out*
+    size the audio buffers (0 for a MIDI kernel).
+    """
+
+    def __init__(self, program: Program, kernel: str, state: np.ndarray, *, sample_rate: float = 48000.0,
+                 frames: int = 0, channels_in: int = 0, channels_out: int = 0, ppqn: int = 24,
+                 channel: int = 0) -> None:
+        self.kernel = kernel
+        self.ctx = abi.new_context(sample_rate=sample_rate, block_frames=frames, channels_in=channels_in,
+                                   channels_out=channels_out, ppqn=ppqn, channel=channel)
+        self.events = abi.new_events(channel)
+        self.inp = np.zeros((max(frames, 1), max(channels_in, 1)), np.float32)
+        self.out = np.zeros((max(frames, 1), max(channels_out, 1)), np.float32)
+        self.failures = 0
+        self.swaps = 0
+        self._bind(program, state)
+
+    def _bind(self, program: Program, state: np.ndarray) -> None:
+        self.program = program
+        self.state = state
+        self._fn = _ENTRY(program.kernels[self.kernel])
+
+    def swap(self, program: Program) -> None:
+        """Switch to *program*, carrying the state by the layout rules."""
+        self._bind(program, program.layout.carry(self.program.layout, self.state))
+        self.swaps += 1
+
+    def __call__(self, *, tick: int = 0, frame_time: int = 0, beat: float = 0.0, tempo_bpm: float = 120.0,
+                 frames: int | None = None) -> list[tuple[int, int, int]]:
+        """Run the kernel once; return the raw events it emitted."""
+        ctx = self.ctx
+        ctx["tick"], ctx["frame_time"], ctx["beat"], ctx["tempo_bpm"] = tick, frame_time, beat, tempo_bpm
+        if frames is not None:
+            ctx["block_frames"] = frames
+        self.events[0, abi.EVENT_HEADER_COUNT] = 0
+        ok = self._fn(self.state.ctypes.data, ctx.ctypes.data, self.inp.ctypes.data, self.out.ctypes.data,
+                      self.events.ctypes.data)
+        if not ok:
+            self.failures += 1
+        n = int(self.events[0, abi.EVENT_HEADER_COUNT])
+        return [(int(a), int(b), int(c)) for a, b, c in self.events[1 : n + 1]]

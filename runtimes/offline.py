@@ -1,0 +1,135 @@
+"""Render a program to a file as fast as the CPU allows, deterministically.
+
+Audio kernels render to WAV (float32, no PEAK chunk: libsndfile would stamp
+it with the time and break byte-identical output); MIDI kernels render to a
+Standard MIDI File. Renders start from the patch's defaults, never from a
+saved state snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler_bridge.program import Program
+
+from .base import BaseRuntime, RuntimeInitError
+from .caller import KernelCall
+from .notes import SoundingNotes
+
+log = logging.getLogger("livehost.runtimes")
+
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050
+
+
+def render_audio(program: Program, path: Path, seconds: float, *, sample_rate: int = 48000,
+                 block_frames: int = 256, channels_out: int = 2, tempo_bpm: float | None = None) -> int:
+    """Render the audio kernel to a float32 WAV; return the frames written."""
+    import soundfile as sf
+
+    tempo = tempo_bpm or program.tempo_bpm
+    total = round(seconds * sample_rate)
+    call = KernelCall(program, "audio", program.new_state(), sample_rate=sample_rate, frames=block_frames,
+                      channels_out=channels_out)
+    with sf.SoundFile(path, "w", sample_rate, channels_out, subtype="FLOAT", format="WAV") as f:
+        sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+        done = 0
+        block = 0
+        while done < total:
+            n = min(block_frames, total - done)
+            call(tick=block, frame_time=done, beat=done / sample_rate * tempo / 60.0, tempo_bpm=tempo, frames=n)
+            out = call.out[:n]
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            np.clip(out, -1.0, 1.0, out=out)
+            f.write(out)
+            done += n
+            block += 1
+    return total
+
+
+def render_midi(program: Program, path: Path, seconds: float, *, ppqn: int = 24, channel: int = 1,
+                tempo_bpm: float | None = None) -> int:
+    """Render the MIDI kernel to a type-0 Standard MIDI File; return ticks run.
+
+    The file's resolution is the kernel's *ppqn*; every sounding note gets its
+    NoteOff at the end.
+    """
+    import mido
+
+    tempo = tempo_bpm or program.tempo_bpm
+    ticks = round(seconds * tempo / 60.0 * ppqn)
+    call = KernelCall(program, "midi", program.new_state(), ppqn=ppqn, channel=channel - 1)
+    notes = SoundingNotes()
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
+    last = 0
+    for n in range(ticks):
+        for ev in call(tick=n, beat=n / ppqn, tempo_bpm=tempo):
+            notes.feed(*ev)
+            track.append(mido.Message.from_bytes(list(ev), time=n - last))
+            last = n
+    for ev in notes.release():
+        track.append(mido.Message.from_bytes(list(ev), time=ticks - last))
+        last = ticks
+    track.append(mido.MetaMessage("end_of_track", time=ticks - last))
+    mid = mido.MidiFile(type=0, ticks_per_beat=ppqn)
+    mid.tracks.append(track)
+    mid.save(path)
+    return ticks
+
+
+def render(program: Program, path: Path, seconds: float, settings: dict[str, Any] | None = None,
+           tempo_bpm: float | None = None) -> Path:
+    """Render to *path*: ``.mid``/``.midi`` runs the MIDI kernel, anything else audio."""
+    s = {"sample_rate": 48000, "block_frames": 256, "channels_out": 2, "ppqn": 24, "channel": 1, **(settings or {})}
+    path = Path(path)
+    if path.suffix.lower() in (".mid", ".midi"):
+        if not program.has("midi"):
+            raise RuntimeInitError(f"{path.name}: patch.py has no midi(s, ctx, ev) kernel to render")
+        render_midi(program, path, seconds, ppqn=s["ppqn"], channel=s["channel"], tempo_bpm=tempo_bpm)
+    else:
+        if not program.has("audio"):
+            raise RuntimeInitError(f"{path.name}: patch.py has no audio(s, ctx, inp, out) kernel to render")
+        render_audio(program, path, seconds, sample_rate=s["sample_rate"], block_frames=s["block_frames"],
+                     channels_out=s["channels_out"], tempo_bpm=tempo_bpm)
+    return path
+
+
+class OfflineRuntime(BaseRuntime):
+    """Registry id ``offline``: renders once when started (and on each swap).
+
+    ``output`` defaults to ``render.wav`` (or ``render.mid`` for a patch with
+    only a MIDI kernel) in the project folder.
+    """
+
+    id = "offline"
+
+    def __init__(self, settings: dict[str, Any], **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.renders = 0
+        self.last_output: Path | None = None
+
+    def _output(self, program: Program) -> Path:
+        if self.settings.get("output"):
+            return program.project_dir / self.settings["output"]
+        return program.project_dir / ("render.wav" if program.has("audio") else "render.mid")
+
+    def _render(self, program: Program) -> None:
+        self.last_output = render(program, self._output(program), self.settings["seconds"], self.settings,
+                                  self.transport.tempo_bpm)
+        self.renders += 1
+        log.info("Rendered %.3f s to %s", self.settings["seconds"], self.last_output)
+
+    def _open(self, program: Program, state: np.ndarray) -> None:
+        self._render(program)
+
+    def _load(self, program: Program) -> None:
+        self._render(program)
+
+    def _snapshot(self) -> np.ndarray:
+        return self.program.new_state()
+
+    def _stats(self) -> dict[str, Any]:
+        return {"renders": self.renders, "output": str(self.last_output)}
