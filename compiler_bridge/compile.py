@@ -141,20 +141,25 @@ def _patch_error_from(exc: BaseException, shown: str, *real: str) -> PatchError:
     return PatchError(shown, line, f"{type(exc).__name__}: {exc}")
 
 
-_NUMBA_LOC = re.compile(r'File "([^"]+)", line (\d+)')
+_NUMBA_LOC = re.compile(r'File "([^"]+)", line (\d+)|at (\S+) \((\d+)\)')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KEY_LINES = ("NameError", "No implementation", "Unknown attribute", "Untyped global", "Cannot", "Invalid use")
 
 
-def _typing_error(exc: Exception, build_patch: Path, shown: str) -> PatchError:
+def _typing_error(exc: Exception, build_patch: Path, shown: str, source: str) -> PatchError:
     """Turn a numba compile error into ``patch.py:LINE: message``."""
-    text = str(exc)
+    text = _ANSI.sub("", str(exc))
     line = None
     for m in _NUMBA_LOC.finditer(text):
-        if Path(m.group(1)) == build_patch:
-            line = int(m.group(2))
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
-    detail = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("No implementation", "Unknown attribute", "NameError", "Untyped global", "Cannot"))]
-    message = detail[0] if detail else first
-    message = re.sub(r"\x1b\[[0-9;]*m", "", message)
+        path, num = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        if Path(path).name == PATCH_NAME and Path(path).parent.name == build_patch.parent.name:
+            line = int(num)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    message = next((ln for ln in lines if ln.startswith(_KEY_LINES)), lines[0] if lines else text)
+    if message.startswith("No implementation") and (sig := next((ln for ln in lines if ln.startswith(">>>")), None)):
+        message = f"no implementation for {sig.removeprefix('>>>').strip()}"
+    if line is None and (m := re.search(r"name '(\w+)' is not defined", message)):
+        line = _line_of(source, m.group(1), word=True)
     return PatchError(shown, line, f"numba cannot compile this: {message}")
 
 
@@ -218,18 +223,25 @@ def _compile(project_dir: Path) -> dict:
     try:
         build_mod = load_build(build, digest)
         addresses = {k: getattr(build_mod, f"{k}_entry").address for k in kernels}
+    except KeyError as exc:  # numba's own KeyError for an unknown record field
+        attr = str(exc.args[0]) if exc.args else "?"
+        raise PatchError(patch_path, _line_of(source, f".{attr}"),
+                         f"no field {attr!r} in the state or the context "
+                         f"(state fields: {', '.join(layout.names()) or 'none'})") from None
     except Exception as exc:  # numba's errors are many classes
         if isinstance(exc, SyntaxError | NameError | ImportError):
             raise _patch_error_from(exc, patch_path, str(build / PATCH_NAME)) from None
-        raise _typing_error(exc, build / PATCH_NAME, patch_path) from None
+        raise _typing_error(exc, build / PATCH_NAME, patch_path, source) from None
     compiled["compile_seconds"] = round(time.perf_counter() - t0, 4)
     _test_run(config, layout, build_mod, addresses, patch_path, str(build / PATCH_NAME))
     return compiled
 
 
-def _line_of(source: str, needle: str) -> int | None:
+def _line_of(source: str, needle: str, *, word: bool = False) -> int | None:
+    """First line of *source* holding *needle* (as a whole word if *word*)."""
+    pattern = re.compile(rf"\b{re.escape(needle)}\b" if word else re.escape(needle))
     for n, line in enumerate(source.splitlines(), 1):
-        if needle in line:
+        if pattern.search(line.split("#")[0]):
             return n
     return None
 
