@@ -1,0 +1,268 @@
+"""The ``livehost`` command: new, compile, render, run, devices.
+
+Errors print one clear line (``file:line: message``), never a traceback,
+unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from compiler_bridge.config import CONFIG_NAME, PATCH_NAME
+from compiler_bridge.errors import SourceError
+
+log = logging.getLogger("livehost.cli")
+
+SCAFFOLD_CONFIG = """\
+name = "{name}"
+tempo_bpm = 120.0
+# Which [[runtime_settings]] entry plays: 0 = audio, 1 = midi, 2 = offline.
+selected_runtime = 0
+
+[[runtime_settings]]
+runtime = "audio"
+crossfade_ms = 10.0
+
+[[runtime_settings]]
+runtime = "midi"
+channel = 1
+
+[[runtime_settings]]
+runtime = "offline"
+seconds = 8.0
+"""
+
+SCAFFOLD_PATCH = '''\
+"""{name}: edit, save, hear it. State keeps its values across saves."""
+
+import math
+
+from compiler_bridge.api import array, note_off, note_on
+
+
+class State:
+    freq_hz = 220.0          # change the default and save: the running value follows
+    gain = 0.2
+    phase = 0.0
+    notes = array([57, 60, 64, 67])
+    step = 0
+
+
+def audio(s, ctx, inp, out):
+    """Once per block: out is (frames, channels) float32."""
+    step = 2.0 * math.pi * s.freq_hz / ctx.sample_rate
+    for i in range(out.shape[0]):
+        v = s.gain * math.sin(s.phase)
+        for c in range(out.shape[1]):
+            out[i, c] = v
+        s.phase = (s.phase + step) % (2.0 * math.pi)
+
+
+def midi(s, ctx, ev):
+    """Once per tick (ctx.ppqn per quarter note): emit notes with the helpers."""
+    t = ctx.tick % (ctx.ppqn // 2)
+    if t == 0:
+        note_on(ev, s.notes[s.step], 100)
+    elif t == ctx.ppqn // 4:
+        note_off(ev, s.notes[s.step])
+        s.step = (s.step + 1) % 4
+'''
+
+
+class CliError(Exception):
+    """A problem to print as one line with exit status 1."""
+
+
+# --- commands ------------------------------------------------------------------
+
+
+def cmd_new(args) -> int:
+    path = Path(args.path)
+    if (path / CONFIG_NAME).exists() or (path / PATCH_NAME).exists():
+        raise CliError(f"{path}: already a project (has {CONFIG_NAME} or {PATCH_NAME})")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_NAME).write_text(SCAFFOLD_CONFIG.format(name=path.resolve().name))
+    (path / PATCH_NAME).write_text(SCAFFOLD_PATCH.format(name=path.resolve().name))
+    (path / ".gitignore").write_text(".livehost/\n")
+    print(f"created {path}: livehost run {path}")
+    return 0
+
+
+def _compile_once(project: Path) -> dict:
+    from compiler_bridge.compile import compile_project
+
+    compiled = compile_project(project)
+    for warning in compiled["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return compiled
+
+
+def cmd_compile(args) -> int:
+    project = _project(args.project)
+    status = _report(lambda: _compile_once(project))
+    if not args.watch:
+        return status
+    from compiler_bridge.watch import DebouncedWatcher
+
+    with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), lambda _: _report(lambda: _compile_once(project))):
+        _wait_for_stop(None)
+    return 0
+
+
+def _report(compile_fn) -> int:
+    t0 = time.perf_counter()
+    try:
+        compiled = compile_fn()
+    except SourceError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"compiled {compiled['source_hash']} ({', '.join(compiled['kernels'])}) in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from compiler_bridge.program import Program
+    from runtimes.offline import render
+
+    project = _project(args.project)
+    try:
+        compiled = _compile_once(project)
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    settings = next((e for e in compiled["config"]["runtime_settings"] if e.get("runtime") == "offline"), {})
+    seconds = args.seconds if args.seconds is not None else settings.get("seconds", 10.0)
+    out = render(Program.from_compiled(compiled), Path(args.output), seconds, settings)
+    print(f"rendered {seconds:g} s to {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from compiler_bridge.watch import DebouncedWatcher
+    from compiler_bridge.worker import CompileWorker
+
+    from .host import Host
+    from .status import status_line
+
+    project = _project(args.project)
+    with CompileWorker() as worker:
+        def recompile(_changed=None) -> None:
+            result = worker.compile(project)
+            if result.ok:
+                log.info("Compiled %s in %.2f s", result.compiled["source_hash"], result.seconds)
+                for warning in result.compiled["warnings"]:
+                    log.warning("%s", warning)
+            else:
+                log.error("Compile failed: %s", result.text)
+
+        recompile()
+        with Host(project, runtime=args.runtime, restore_state=True) as host, \
+                DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
+            show = None if args.headless or not sys.stderr.isatty() else (
+                lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
+            _wait_for_stop(args.duration, tick=show)
+            if show:
+                print(file=sys.stderr)
+            final = host.status()
+    log.info("Stopped: %s", status_line(final))
+    return 0
+
+
+def cmd_devices(args) -> int:
+    import sounddevice as sd
+
+    print("Audio devices:")
+    print(sd.query_devices())
+    import rtmidi
+
+    for api in rtmidi.get_compiled_api():
+        name = rtmidi.get_api_display_name(api)
+        try:
+            out, inp = rtmidi.MidiOut(api), rtmidi.MidiIn(api)
+        except rtmidi.SystemError as exc:
+            print(f"MIDI ({name}): unavailable: {exc}")
+            continue
+        print(f"MIDI ({name}) outputs: {out.get_ports() or 'none'}; inputs: {inp.get_ports() or 'none'}")
+        out.delete()
+        inp.delete()
+    return 0
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _project(path: str) -> Path:
+    project = Path(path)
+    if not (project / CONFIG_NAME).is_file():
+        raise CliError(f"{project}: not a livehost project (no {CONFIG_NAME}; create one with: livehost new {path})")
+    return project
+
+
+def _wait_for_stop(duration_s: float | None, tick=None) -> None:
+    """Return after *duration_s*, Ctrl-C or SIGTERM; call *tick* twice a second."""
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    try:
+        while not stop.is_set():
+            timeout = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if timeout <= 0:
+                break
+            stop.wait(timeout)
+            if tick:
+                tick()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livehost", description="Live-code audio and MIDI with numba kernels.")
+    parser.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("new", help="create a working project")
+    p.add_argument("path")
+    p.set_defaults(fn=cmd_new)
+    p = sub.add_parser("compile", help="compile and test-run a project")
+    p.add_argument("project")
+    p.add_argument("--watch", action="store_true", help="recompile on every save")
+    p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("render", help="render to a WAV (audio kernel) or MIDI file (midi kernel)")
+    p.add_argument("project")
+    p.add_argument("-o", "--output", required=True, help="OUT.wav or OUT.mid")
+    p.add_argument("--seconds", type=float, help="length in seconds (default: the offline entry's)")
+    p.set_defaults(fn=cmd_render)
+    p = sub.add_parser("run", help="play a project live; recompile on save")
+    p.add_argument("project")
+    p.add_argument("--runtime", help="runtime id to use instead of selected_runtime")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--headless", action="store_true", help="no status line, log lines only")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("devices", help="list audio devices and MIDI ports")
+    p.set_defaults(fn=cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .status import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(verbose=args.verbose, json_format=args.log_format == "json")
+    try:
+        return args.fn(args)
+    except (CliError, SourceError, OSError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"livehost: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The host: watches a project's compiled config and keeps one runtime playing.
+
+The watcher only fills a latest-wins request slot; one lifecycle thread takes
+the request and, under one lock, either hot-swaps the program into the
+running runtime (same id, only live settings changed: no destroy, state kept)
+or destroys the old runtime and creates the new one (state carried). A
+request that arrives while another initialises is not dropped: the newest
+one is applied right after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, read_compiled
+from compiler_bridge.program import Program
+from compiler_bridge.state import load_snapshot, save_snapshot
+from compiler_bridge.watch import DebouncedWatcher
+from runtimes.clock import Clock, SystemClock, Transport
+from runtimes.registry import Registry, default_registry
+
+log = logging.getLogger("livehost.host")
+
+SNAPSHOT_NAME = "state.npz"
+
+
+class HostError(RuntimeError):
+    """The host cannot do what was asked (no compiled config, closed host)."""
+
+
+class Host:
+    """Run a project's compiled program in the runtime its config selects.
+
+    Parameters
+    ----------
+    project_dir : path
+        The project folder (``livehost.toml``, ``patch.py``, ``.livehost/``).
+    registry : Registry, optional
+        Runtime entries; the built-in ones by default.
+    runtime : str, optional
+        Force this runtime id instead of ``selected_runtime`` (``--runtime``).
+    restore_state : bool
+        Live runs restore ``.livehost/state.npz`` on start and write it on a
+        clean exit; renders and tests start from the patch's defaults.
+    watch : bool
+        Watch ``.livehost/`` for new compiled configs (debounced).
+    """
+
+    def __init__(self, project_dir: Path, *, registry: Registry | None = None, runtime: str | None = None,
+                 clock: Clock | None = None, restore_state: bool = False, watch: bool = True,
+                 debounce_s: float = 0.05) -> None:
+        self.project_dir = Path(project_dir).resolve()
+        self.registry = registry or default_registry()
+        self.runtime_override = runtime
+        self.clock = clock or SystemClock()
+        self.transport = Transport(120.0, self.clock)
+        self.restore_state = restore_state
+        self.runtime = None
+        self.settings: dict[str, Any] | None = None
+        self.last_error: dict | None = None
+        self.applied = 0  # requests fully handled
+        self._lock = threading.Lock()  # held while runtimes are destroyed and created
+        self._slot_cond = threading.Condition()
+        self._pending: dict | None = None
+        self._busy = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._lifecycle, name="livehost-host", daemon=True)
+        self._watcher = (DebouncedWatcher(livehost_dir(self.project_dir), (COMPILED_NAME, ERROR_NAME),
+                                          self._on_files, debounce_s=debounce_s, name="livehost-host-watch")
+                         if watch else None)
+
+    # --- lifecycle ---
+
+    def start(self) -> "Host":
+        self._thread.start()
+        if self._watcher:
+            self._watcher.start()
+        if (livehost_dir(self.project_dir) / ERROR_NAME).exists():
+            self._read_error()
+        compiled = read_compiled(self.project_dir)
+        if compiled is not None:
+            self.request(compiled)
+        return self
+
+    def close(self) -> None:
+        """Stop watching, save state (live runs), destroy the runtime."""
+        with self._slot_cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._slot_cond.notify_all()
+        if self._watcher:
+            self._watcher.stop()
+        if self._thread.is_alive():
+            self._thread.join()
+        with self._lock:
+            self._destroy(save=self.restore_state)
+
+    def __enter__(self) -> "Host":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- requests ---
+
+    def request(self, compiled: dict) -> None:
+        """Ask for *compiled* to play; a newer request replaces an unhandled one."""
+        with self._slot_cond:
+            self._pending = compiled
+            self._slot_cond.notify_all()
+
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no request is pending or being applied."""
+        with self._slot_cond:
+            return self._slot_cond.wait_for(lambda: self._pending is None and not self._busy, timeout_s)
+
+    def _on_files(self, changed: set[str]) -> None:
+        if ERROR_NAME in changed:
+            self._read_error()
+        if COMPILED_NAME in changed:
+            path = livehost_dir(self.project_dir) / COMPILED_NAME
+            try:
+                compiled = json.loads(path.read_text())
+                compiled["source_hash"], compiled["build_dir"]  # noqa: B018 - required keys
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("Ignoring unreadable compiled config %s: %s", path, exc)
+                return
+            self.request(compiled)
+
+    def _read_error(self) -> None:
+        try:
+            self.last_error = json.loads((livehost_dir(self.project_dir) / ERROR_NAME).read_text())
+        except (OSError, ValueError):  # removed: the last compile succeeded
+            self.last_error = None
+            return
+        playing = self.runtime.id if self.runtime else "nothing"
+        log.error("Compile failed: %s (still playing: %s)", self.last_error.get("text"), playing)
+
+    def _lifecycle(self) -> None:
+        while True:
+            with self._slot_cond:
+                self._slot_cond.wait_for(lambda: self._pending is not None or self._closing)
+                if self._closing:
+                    return
+                compiled, self._pending = self._pending, None
+                self._busy = True
+            try:
+                with self._lock:
+                    self._apply(compiled)
+            except Exception:  # the host must stay up whatever a request does
+                log.exception("Request failed")
+            finally:
+                with self._slot_cond:
+                    self._busy = False
+                    self.applied += 1
+                    self._slot_cond.notify_all()
+
+    # --- selection, swap, destroy/create (always under self._lock) ---
+
+    def _select(self, compiled: dict) -> tuple[str, dict[str, Any]]:
+        """Return the requested runtime id and its resolved settings."""
+        config = compiled["config"]
+        entries = config["runtime_settings"]
+        if self.runtime_override:
+            for entry in entries:
+                if entry.get("runtime") == self.runtime_override:
+                    return self.runtime_override, entry
+            known = self.registry.get(self.runtime_override)
+            return self.runtime_override, known.schema.resolve({}) if known else {}
+        index = config["selected_runtime"]
+        if 0 <= index < len(entries):
+            return entries[index]["runtime"], entries[index]
+        return f"<runtime_settings[{index}]>", {}
+
+    def _apply(self, compiled: dict) -> None:
+        requested, settings = self._select(compiled)
+        log.info("Requesting runtime: %s", requested)
+        entry = self.registry.get(requested)
+        if entry is None:
+            if self.runtime is not None:
+                log.error("Unknown runtime %s: a bad save; %s keeps playing", requested, self.runtime.id)
+                return
+            log.warning("Unknown runtime %s, falling back to default: %s", requested, self.registry.default_id)
+            entry = self.registry.get(self.registry.default_id)
+            settings = entry.schema.resolve({})
+        log.info("Loaded runtime from registry: %s", entry.id)
+        try:
+            program = Program.from_compiled(compiled)
+        except Exception as exc:
+            log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
+            return
+        self.transport.set_tempo(settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"])
+
+        if self.runtime is not None and self.runtime.id == entry.id and not entry.schema.needs_new_runtime(
+                self.settings, settings):
+            if settings != self.settings:
+                self.runtime.update_settings(settings)
+                self.settings = settings
+            self.runtime.load(program)
+            log.info("Swapped program %s into runtime: %s", program.source_hash, entry.id)
+            return
+
+        previous = None
+        if self.runtime is not None:
+            old_program, old_state = self.runtime.snapshot()
+            previous = (self.registry.get(self.runtime.id), self.settings, old_program, old_state)
+            state = program.layout.carry(old_program.layout, old_state)
+            self._destroy(save=False)
+        else:
+            state = self._initial_state(program)
+        if self._create(entry, settings, program, state) or previous is None:
+            return
+        # The new runtime failed: bring the previous one back with its program and state.
+        prev_entry, prev_settings, prev_program, prev_state = previous
+        log.warning("Restoring runtime: %s", prev_entry.id)
+        self._create(prev_entry, prev_settings, prev_program, prev_state)
+
+    def _create(self, entry, settings: dict[str, Any], program: Program, state: np.ndarray) -> bool:
+        runtime = None
+        try:
+            runtime = entry.factory(settings, transport=self.transport, clock=self.clock)
+            runtime.start(program, state)
+        except Exception as exc:
+            log.error("Failed to initialize runtime: %s: %s", entry.id, exc)
+            if runtime is not None:
+                runtime.close()
+            return False
+        self.runtime, self.settings = runtime, settings
+        log.info("Successfully initialized runtime: %s", entry.id)
+        return True
+
+    def _destroy(self, *, save: bool) -> None:
+        if self.runtime is None:
+            return
+        if save:
+            self._save_state()
+        log.info("Destroying runtime: %s", self.runtime.id)
+        runtime, self.runtime = self.runtime, None
+        runtime.close()
+
+    # --- state snapshots (live runs only) ---
+
+    def _snapshot_path(self) -> Path:
+        return livehost_dir(self.project_dir) / SNAPSHOT_NAME
+
+    def _initial_state(self, program: Program) -> np.ndarray:
+        if self.restore_state:
+            try:
+                state = load_snapshot(self._snapshot_path(), program.layout)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("Ignoring state snapshot %s: %s", self._snapshot_path(), exc)
+                state = None
+            if state is not None:
+                log.info("Restored state from %s", self._snapshot_path())
+                return state
+        return program.new_state()
+
+    def _save_state(self) -> None:
+        try:
+            program, state = self.runtime.snapshot()
+            save_snapshot(self._snapshot_path(), program.layout, state)
+        except Exception as exc:
+            log.warning("Could not save state snapshot: %s", exc)
+
+    # --- reporting ---
+
+    def status(self) -> dict[str, Any]:
+        """Runtime id, its stats, and the last compile error (None if fine)."""
+        runtime = self.runtime
+        return {"runtime": runtime.id if runtime else None,
+                "stats": runtime.stats() if runtime else {},
+                "program": runtime.program.source_hash if runtime and runtime.program else None,
+                "last_error": self.last_error}
