@@ -1,0 +1,113 @@
+"""A JACK MIDI client that records every event with its absolute frame time.
+
+Run as a separate process (``python jack_midi_capture.py NAME``) so that its
+Python process callback never waits on the test's GIL. It has a MIDI input
+``NAME:in`` (recorded) and output ``NAME:out`` (sends what it is told to).
+Commands on stdin, one per line:
+
+* ``send HEX...`` -- write these bytes at the start of the next cycle.
+* ``connect SRC DST`` -- connect two ports.
+* ``stop`` -- leave the graph, print the recording as one JSON line, exit.
+
+:class:`Capture` drives it from a test.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _serve(name: str) -> None:
+    import jack
+
+    client = jack.Client(name, no_start_server=True)
+    inport = client.midi_inports.register("in")
+    outport = client.midi_outports.register("out")
+    recorded: list[tuple[int, list[int]]] = []
+    to_send: queue.SimpleQueue = queue.SimpleQueue()
+
+    @client.set_process_callback
+    def process(frames: int) -> None:
+        start = client.last_frame_time
+        for offset, data in inport.incoming_midi_events():
+            recorded.append((start + offset, list(bytes(data))))
+        outport.clear_buffer()
+        while not to_send.empty():
+            outport.write_midi_event(0, to_send.get())
+
+    with client:
+        print("ready", inport.name, outport.name, flush=True)
+        for line in sys.stdin:
+            cmd, *args = line.split()
+            if cmd == "send":
+                to_send.put(bytes(int(a, 16) for a in args))
+            elif cmd == "connect":
+                client.connect(*args)
+            elif cmd == "stop":
+                break
+            print("ok", flush=True)
+        client.deactivate()
+    print(json.dumps(recorded), flush=True)
+
+
+class Capture:
+    """A recording JACK MIDI client in a child process.
+
+    Parameters
+    ----------
+    name : str
+        JACK client name; its ports are ``NAME:in`` and ``NAME:out``.
+    """
+
+    def __init__(self, name: str = "capture") -> None:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), name], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"capture client {name!r} did not start")
+        self.inport, self.outport = ready[1], ready[2]
+        self.events: list[tuple[int, list[int]]] | None = None
+
+    def _command(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def send(self, *data: int) -> None:
+        """Send these MIDI bytes from ``NAME:out`` at the next cycle."""
+        self._command("send " + " ".join(f"{b:02x}" for b in data))
+
+    def connect(self, source: str, destination: str) -> None:
+        self._command(f"connect {source} {destination}")
+
+    def stop(self) -> list[tuple[int, list[int]]]:
+        """Leave the graph; return ``[(absolute frame, [bytes...]), ...]``."""
+        if self.events is None:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.close()
+            self.events = [(f, d) for f, d in json.loads(self.proc.stdout.readline())]
+            self.proc.stdout.close()
+            self.proc.wait(10)
+        return self.events
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.events is None:
+            try:
+                self.stop()
+            finally:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
