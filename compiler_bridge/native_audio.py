@@ -1,0 +1,564 @@
+"""The native PortAudio callback: a GIL-free trampoline around compiled kernels.
+
+PortAudio calls :data:`audio_callback` (a numba ``@cfunc`` with the
+``PaStreamCallback`` signature) once per host buffer, on its own thread. It
+never touches Python objects: everything it needs sits in one preallocated
+record of :data:`SLOTS_DTYPE` handed over as PortAudio's ``userData``, plus
+buffers whose addresses that record holds. The Python side talks to it only
+by writing request fields and bumping a sequence number, which the callback
+answers at the next block boundary by writing an acknowledgement.
+
+Per block the trampoline
+
+1. takes a pending swap: carries the newest program's state into the new
+   program's state with the precomputed field-offset table, starts a linear
+   crossfade of ``fade_frames`` from the current mix to the new program
+   (every playing voice ramps from its current gain to 0, the new one from 0
+   to 1, so the gains always sum to 1: equal gain);
+2. drains the control ring into the newest program's state;
+3. runs each playing voice's kernel into its own scratch buffer, sanitises
+   it (NaN/inf -> 0, counted per block), mixes with the per-frame gains and
+   hard-clips the mix to +-1 (counted per sample);
+4. records the callback's duration (1 us histogram bins), the kernel time,
+   and xruns, both from PortAudio's status flags and from timing (a
+   callback that ran longer than its block, or that started more than two
+   blocks after the previous one): PortAudio under-reports them on JACK.
+
+Time comes from ``clock_gettime(CLOCK_MONOTONIC)`` (the clock behind
+``time.monotonic_ns``), called through its address in the slots, so the
+cached cfunc holds no ctypes object. This module must not import
+sounddevice: the compile worker imports ``compiler_bridge`` to warm caches.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import carray, types
+from numba.extending import intrinsic
+
+from .abi import (
+    CTX_DTYPE,
+    EVENT_HEADER_COUNT,
+    apply_controls,
+    as_voidptr,
+    call_kernel,
+    carry_state,
+    new_context,
+    new_events,
+)
+from .program import Program
+
+MAX_VOICES = 4  # the playing program plus up to three fading out
+MAX_BLOCK_FRAMES = 4096  # scratch size; longer host buffers are rendered in chunks
+HIST_BINS = 50_000  # callback durations in 1 us bins; the last bin holds longer ones
+CLOCK_MONOTONIC = 1  # Linux clockid_t of the clock behind time.monotonic_ns
+PA_CONTINUE = 0
+# paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow
+PA_XRUN_FLAGS = 0x1 | 0x2 | 0x4 | 0x8
+
+SLOTS_DTYPE = np.dtype(
+    [
+        # --- fixed before the stream starts (Python writes) ---
+        ("sample_rate", "f8"),  # Hz
+        ("channels_in", "i8"),
+        ("channels_out", "i8"),
+        ("max_frames", "i8"),  # frames per scratch buffer
+        ("scratch", "i8"),  # address: float32 (MAX_VOICES, max_frames * channels_out)
+        ("silence_in", "i8"),  # address: float32 zeros, max_frames * max(channels_in, 1)
+        ("ctx", "i8"),  # address: one CTX_DTYPE record
+        ("events", "i8"),  # address: the event buffer (abi.new_events)
+        ("hist", "i8"),  # address: int64 [HIST_BINS] callback-duration histogram
+        ("clock_fn", "i8"),  # address of clock_gettime
+        ("ring_header", "i8"),  # address: ControlRing.header (0: no ring)
+        ("ring_records", "i8"),  # address: ControlRing.records
+        ("ring_capacity", "i8"),
+        # --- live requests (Python writes fields first, then bumps *_seq) ---
+        ("fade_frames", "i8"),  # crossfade length in frames
+        ("transport", "f8", (2, 3)),  # double buffer of [tempo_bpm, anchor_beat, anchor_ns]
+        ("transport_index", "i8"),  # which row of `transport` is current
+        ("swap_seq", "i8"),
+        ("swap_kernel", "i8"),  # kernel entry address
+        ("swap_state", "i8"),  # address of the new program's state
+        ("swap_bytes", "i8"),  # its size in bytes
+        ("swap_table", "i8"),  # address: int64 (rows, 3) carry table from the newest state
+        ("swap_rows", "i8"),
+        ("close_seq", "i8"),
+        ("snap_seq", "i8"),
+        ("snap_dst", "i8"),  # address to copy the newest state into
+        ("snap_bytes", "i8"),
+        # --- answers (the callback writes) ---
+        ("swap_ack", "i8"),
+        ("close_ack", "i8"),
+        ("snap_ack", "i8"),
+        ("closing", "i8"),
+        ("newest", "i8"),  # voice index of the newest program, -1 when none
+        ("v_active", "i8", (MAX_VOICES,)),
+        ("v_seq", "i8", (MAX_VOICES,)),  # swap_seq that started the voice
+        ("v_kernel", "i8", (MAX_VOICES,)),
+        ("v_state", "i8", (MAX_VOICES,)),
+        ("v_bytes", "i8", (MAX_VOICES,)),
+        ("v_gain", "f8", (MAX_VOICES,)),  # gain of the last frame played
+        ("v_step", "f8", (MAX_VOICES,)),  # gain change per frame while ramping
+        ("v_target", "f8", (MAX_VOICES,)),  # gain at the end of the ramp
+        ("v_left", "i8", (MAX_VOICES,)),  # frames left in the ramp
+        # --- statistics (the callback writes) ---
+        ("callbacks", "i8"),
+        ("blocks", "i8"),
+        ("frames", "i8"),  # frames played since start
+        ("last_frames", "i8"),  # frames in the last callback
+        ("xruns", "i8"),  # callbacks with any xrun sign below
+        ("xruns_flagged", "i8"),  # PortAudio status flags said so
+        ("xruns_late", "i8"),  # callback overran its block or started > 2 blocks late
+        ("nan_blocks", "i8"),
+        ("clipped_samples", "i8"),
+        ("swaps", "i8"),
+        ("kernel_errors", "i8"),
+        ("kernel_ns", "i8"),  # total time spent in kernels
+        ("callback_max_ns", "i8"),
+        ("last_start_ns", "i8"),
+        ("ts", "i8", (2,)),  # struct timespec written by clock_gettime
+    ],
+    align=True,
+)
+_TS_OFFSET = SLOTS_DTYPE.fields["ts"][1]
+
+CALLBACK_SIGNATURE = types.int32(
+    types.voidptr,  # const void *input
+    types.voidptr,  # void *output
+    types.uint64,  # unsigned long frameCount
+    types.voidptr,  # const PaStreamCallbackTimeInfo *timeInfo
+    types.uint64,  # PaStreamCallbackFlags statusFlags
+    types.voidptr,  # void *userData
+)
+
+
+# --- intrinsics ------------------------------------------------------------------
+
+
+@intrinsic
+def _address(typingctx, pointer):
+    """Return the integer address of a ``void *`` (for pointer arithmetic)."""
+    if not isinstance(pointer, types.RawPointer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], ir.IntType(64))
+
+    return types.int64(pointer), codegen
+
+
+@intrinsic
+def _acquire(typingctx):
+    """Order the loads after a ``*_seq`` read after it (a compiler barrier on x86)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def _release(typingctx):
+    """Order the stores before an ``*_ack`` write before it."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def _call_clock(typingctx, fn_address, clock_id, timespec_address):
+    """Call ``int clock_gettime(clockid_t, struct timespec *)`` by address."""
+    if not all(isinstance(a, types.Integer) for a in (fn_address, clock_id, timespec_address)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32, ptr = ir.IntType(32), ir.IntType(8).as_pointer()
+        fn = builder.inttoptr(args[0], ir.FunctionType(i32, [i32, ptr]).as_pointer())
+        clk = builder.trunc(args[1], i32) if args[1].type.width > 32 else args[1]
+        return builder.call(fn, [clk, builder.inttoptr(args[2], ptr)])
+
+    return types.int32(fn_address, clock_id, timespec_address), codegen
+
+
+# --- the real-time side -------------------------------------------------------------
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def _now_ns(s, slots_address):
+    """Monotonic time in ns (the clock of ``time.monotonic_ns``)."""
+    _call_clock(s.clock_fn, CLOCK_MONOTONIC, slots_address + _TS_OFFSET)
+    return s.ts[0] * 1_000_000_000 + s.ts[1]
+
+
+@_jit
+def _fade_all_out(s, fade):
+    """Ramp every playing voice from its current gain to 0 over *fade* frames."""
+    for u in range(MAX_VOICES):
+        if s.v_active[u]:
+            if fade > 0:
+                s.v_target[u] = 0.0
+                s.v_step[u] = -s.v_gain[u] / fade
+                s.v_left[u] = fade
+            else:
+                s.v_active[u] = 0
+
+
+@_jit
+def _playing(s):
+    """Whether any voice is playing (or fading)."""
+    for u in range(MAX_VOICES):
+        if s.v_active[u]:
+            return True
+    return False
+
+
+@_jit
+def _free_voice(s):
+    for u in range(MAX_VOICES):
+        if not s.v_active[u]:
+            return u
+    return -1
+
+
+@_jit
+def _take_swap(s):
+    """Start the requested program at this block; False if it must wait.
+
+    It waits only when every voice is still fading (more swaps than voices
+    within one crossfade): the request stays pending for a later block.
+    """
+    req = s.swap_seq
+    _acquire()
+    v = _free_voice(s)
+    if v < 0:
+        return False
+    if s.newest >= 0 and s.swap_rows > 0:
+        src = carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8)
+        dst = carray(as_voidptr(s.swap_state), s.swap_bytes, np.uint8)
+        carry_state(src, dst, carray(as_voidptr(s.swap_table), (s.swap_rows, 3), np.int64))
+    fade = s.fade_frames
+    if _playing(s):
+        s.swaps += 1  # a hot swap; the first program of a stream is no swap
+    _fade_all_out(s, fade)
+    s.v_kernel[v] = s.swap_kernel
+    s.v_state[v] = s.swap_state
+    s.v_bytes[v] = s.swap_bytes
+    s.v_seq[v] = req
+    s.v_target[v] = 1.0
+    s.v_gain[v] = 0.0 if fade > 0 else 1.0
+    s.v_step[v] = 1.0 / fade if fade > 0 else 0.0
+    s.v_left[v] = fade
+    s.v_active[v] = 1
+    s.newest = v
+    _release()
+    s.swap_ack = req
+    return True
+
+
+@_jit
+def _take_requests(s):
+    """Answer close, swap and control requests at a block boundary."""
+    if s.close_seq != s.close_ack and not s.closing:
+        s.closing = 1
+        s.newest = -1
+        _fade_all_out(s, s.fade_frames)
+    if s.swap_seq != s.swap_ack and not s.closing:
+        _take_swap(s)
+    if s.ring_header != 0 and s.newest >= 0:
+        apply_controls(
+            carray(as_voidptr(s.ring_header), 2, np.int64),
+            carray(as_voidptr(s.ring_records), (s.ring_capacity, 3), np.float64),
+            carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8),
+        )
+
+
+@_jit
+def _fill_context(s, frames, start_ns):
+    ctx = carray(as_voidptr(s.ctx), 1, CTX_DTYPE)[0]
+    row = s.transport_index
+    _acquire()
+    tempo_bpm = s.transport[row, 0]
+    ctx.tempo_bpm = tempo_bpm
+    ctx.beat = s.transport[row, 1] + (start_ns - s.transport[row, 2]) * tempo_bpm / 60e9
+    ctx.block_frames = frames
+    ctx.tick = s.blocks
+    ctx.frame_time = s.frames
+
+
+@_jit
+def _sanitise(buf, n):
+    """Replace NaN/inf in ``buf[:n]`` by 0; return whether any was found."""
+    bad = False
+    for i in range(n):
+        if not np.isfinite(buf[i]):
+            buf[i] = 0.0
+            bad = True
+    return bad
+
+
+@_jit
+def _run_voice(s, slots_address, u, in_address, frames):
+    """Run voice *u*'s kernel into its zeroed scratch; return whether it was finite."""
+    width = s.channels_out
+    buf_address = s.scratch + u * s.max_frames * width * 4
+    buf = carray(as_voidptr(buf_address), frames * width, np.float32)
+    buf[:] = 0.0
+    carray(as_voidptr(s.events), 3, np.int32)[EVENT_HEADER_COUNT] = 0
+    t0 = _now_ns(s, slots_address)
+    ok = call_kernel(s.v_kernel[u], as_voidptr(s.v_state[u]), as_voidptr(s.ctx), as_voidptr(in_address),
+                     as_voidptr(buf_address), as_voidptr(s.events))
+    s.kernel_ns += _now_ns(s, slots_address) - t0
+    if ok == 0:
+        s.kernel_errors += 1
+    return not _sanitise(buf, frames * width)
+
+
+@_jit
+def _mix_voice(s, u, out, frames):
+    """Add voice *u* into *out* with its per-frame gain ramp."""
+    width = s.channels_out
+    buf = carray(as_voidptr(s.scratch + u * s.max_frames * width * 4), frames * width, np.float32)
+    g, left = s.v_gain[u], s.v_left[u]
+    for i in range(frames):
+        if left > 0:
+            left -= 1
+            g = s.v_target[u] if left == 0 else g + s.v_step[u]
+        for c in range(width):
+            out[i * width + c] += np.float32(g) * buf[i * width + c]
+    s.v_gain[u], s.v_left[u] = g, left
+    if left == 0 and s.v_target[u] == 0.0:
+        s.v_active[u] = 0
+
+
+@_jit
+def _clip(out, n):
+    """Hard-clip ``out[:n]`` to +-1; return how many samples were clipped."""
+    clipped = 0
+    for i in range(n):
+        if out[i] > 1.0:
+            out[i] = 1.0
+            clipped += 1
+        elif out[i] < -1.0:
+            out[i] = -1.0
+            clipped += 1
+    return clipped
+
+
+@_jit
+def _render(s, slots_address, in_address, out_address, frames, start_ns):
+    """Play one block of *frames* (at most ``max_frames``) into the output."""
+    out = carray(as_voidptr(out_address), frames * s.channels_out, np.float32)
+    out[:] = 0.0
+    _fill_context(s, frames, start_ns)
+    finite = True
+    for u in range(MAX_VOICES):
+        if s.v_active[u]:
+            finite &= _run_voice(s, slots_address, u, in_address, frames)
+            _mix_voice(s, u, out, frames)
+    if not finite:
+        s.nan_blocks += 1
+    s.clipped_samples += _clip(out, frames * s.channels_out)
+    if s.closing and not _playing(s):
+        _release()
+        s.close_ack = s.close_seq
+    s.blocks += 1
+    s.frames += frames
+
+
+@_jit
+def _answer_snapshot(s):
+    """Copy the newest state for a snapshot request, between two blocks."""
+    req = s.snap_seq
+    _acquire()
+    if s.newest >= 0:
+        n = min(s.snap_bytes, s.v_bytes[s.newest])
+        carray(as_voidptr(s.snap_dst), n, np.uint8)[:] = carray(as_voidptr(s.v_state[s.newest]), n, np.uint8)
+    _release()
+    s.snap_ack = req
+
+
+@_jit
+def _record_timing(s, start_ns, end_ns, frames, status_flags):
+    """Histogram the callback's duration and count xruns (flags and timing)."""
+    duration_ns = end_ns - start_ns
+    block_ns = frames * 1e9 / s.sample_rate
+    hist = carray(as_voidptr(s.hist), HIST_BINS, np.int64)
+    hist[min(duration_ns // 1000, HIST_BINS - 1)] += 1
+    s.callback_max_ns = max(s.callback_max_ns, duration_ns)
+    late = s.last_start_ns > 0 and start_ns - s.last_start_ns > 2.0 * block_ns
+    late |= duration_ns > block_ns
+    flagged = (status_flags & PA_XRUN_FLAGS) != 0
+    s.xruns_late += np.int64(late)
+    s.xruns_flagged += np.int64(flagged)
+    s.xruns += np.int64(late or flagged)
+    s.last_start_ns = start_ns
+    s.last_frames = frames
+    s.callbacks += 1
+
+
+@numba.cfunc(CALLBACK_SIGNATURE, cache=True, nogil=True, error_model="numpy")
+def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, user_p):
+    """``PaStreamCallback``: play every voice into PortAudio's buffers; never stops."""
+    slots_address = _address(user_p)
+    s = carray(user_p, 1, SLOTS_DTYPE)[0]
+    start_ns = _now_ns(s, slots_address)
+    _take_requests(s)
+    in_address, out_address = _address(input_p), _address(output_p)
+    done = 0
+    while done < frame_count:
+        n = min(frame_count - done, s.max_frames)
+        block_in = s.silence_in
+        if in_address != 0 and s.channels_in > 0:
+            block_in = in_address + done * s.channels_in * 4
+        _render(s, slots_address, block_in, out_address + done * s.channels_out * 4, n, start_ns)
+        done += n
+    if s.snap_seq != s.snap_ack:
+        _answer_snapshot(s)
+    _record_timing(s, start_ns, _now_ns(s, slots_address), frame_count, status_flags)
+    return PA_CONTINUE
+
+
+# --- the Python side ---------------------------------------------------------------
+
+
+def clock_gettime_address() -> int:
+    """Address of libc's ``clock_gettime`` (a vDSO call: no syscall, no lock)."""
+    return ctypes.cast(ctypes.CDLL(None).clock_gettime, ctypes.c_void_p).value
+
+
+class NativeEngine:
+    """Owns the slots and every buffer :data:`audio_callback` reads or writes.
+
+    Keep it alive for as long as a stream may call the callback. Requests
+    (:meth:`request_swap`, :meth:`request_close`, :meth:`request_snapshot`)
+    only write fields and bump a sequence number; the caller waits for the
+    matching ``*_ack`` with :meth:`acked`. Only one request of a kind may be
+    pending: wait for its answer before writing the next.
+
+    Parameters
+    ----------
+    sample_rate : float
+        Stream rate in Hz.
+    channels_in, channels_out : int
+        Interleaved channel counts of PortAudio's buffers.
+    max_frames : int
+        Frames per kernel call at most; longer host buffers are split.
+    crossfade_ms : float
+        Swap and close fade length in milliseconds.
+    """
+
+    def __init__(self, sample_rate: float, channels_in: int, channels_out: int,
+                 max_frames: int = MAX_BLOCK_FRAMES, crossfade_ms: float = 10.0, ring=None) -> None:
+        self.slots = np.zeros(1, SLOTS_DTYPE)
+        self.scratch = np.zeros((MAX_VOICES, max_frames * channels_out), np.float32)
+        self.silence_in = np.zeros(max_frames * max(channels_in, 1), np.float32)
+        self.ctx = new_context(sample_rate=sample_rate, channels_in=channels_in, channels_out=channels_out,
+                               ppqn=24)
+        self.events = new_events()
+        self.hist = np.zeros(HIST_BINS, np.int64)
+        self.ring = ring
+        self.pending: dict[int, tuple[Program, np.ndarray, np.ndarray]] = {}  # seq -> what it points at
+        s = self.slots[0]
+        s["sample_rate"] = sample_rate
+        s["channels_in"], s["channels_out"], s["max_frames"] = channels_in, channels_out, max_frames
+        for name, array in (("scratch", self.scratch), ("silence_in", self.silence_in), ("ctx", self.ctx),
+                            ("events", self.events), ("hist", self.hist)):
+            s[name] = array.ctypes.data
+        s["clock_fn"] = clock_gettime_address()
+        if ring is not None:
+            s["ring_header"], s["ring_records"] = ring.header.ctypes.data, ring.records.ctypes.data
+            s["ring_capacity"] = ring.records.shape[0]
+        s["newest"] = -1
+        self.set_crossfade_ms(crossfade_ms)
+        self.set_transport(120.0, 0.0, 0)
+
+    @property
+    def address(self) -> int:
+        """The ``userData`` pointer to hand to PortAudio."""
+        return self.slots.ctypes.data
+
+    def field(self, name: str):
+        return self.slots[0][name]
+
+    def set_crossfade_ms(self, crossfade_ms: float) -> None:
+        self.slots[0]["fade_frames"] = round(crossfade_ms * self.slots[0]["sample_rate"] / 1000.0)
+
+    def set_transport(self, tempo_bpm: float, beat: float, at_ns: int) -> None:
+        """Publish *beat* at monotonic *at_ns* and the tempo (double-buffered)."""
+        s = self.slots[0]
+        row = 1 - int(s["transport_index"])
+        s["transport"][row] = (tempo_bpm, beat, float(at_ns))
+        s["transport_index"] = row
+
+    # --- requests ---
+
+    def request_swap(self, program: Program, state: np.ndarray, table: np.ndarray) -> int:
+        """Ask for *program* playing *state* from the next block; return the seq to wait for.
+
+        *table* carries fields from the newest playing state into *state*
+        (``program.layout.carry_table(newest_layout)``; empty for the first).
+        """
+        s = self.slots[0]
+        seq = int(s["swap_seq"]) + 1
+        table = np.ascontiguousarray(table, np.int64).reshape(-1, 3)
+        self.pending[seq] = (program, state, table)  # alive while the callback may read them
+        s["swap_kernel"] = program.kernels["audio"]
+        s["swap_state"], s["swap_bytes"] = state.ctypes.data, state.nbytes
+        s["swap_table"], s["swap_rows"] = table.ctypes.data, table.shape[0]
+        s["swap_seq"] = seq  # last: the callback reads the fields after seeing it
+        return seq
+
+    def request_close(self) -> int:
+        s = self.slots[0]
+        s["close_seq"] = int(s["close_seq"]) + 1
+        return int(s["close_seq"])
+
+    def request_snapshot(self, dst: np.ndarray) -> int:
+        s = self.slots[0]
+        s["snap_dst"], s["snap_bytes"] = dst.ctypes.data, dst.nbytes
+        s["snap_seq"] = int(s["snap_seq"]) + 1
+        return int(s["snap_seq"])
+
+    def acked(self, kind: str, seq: int) -> bool:
+        """Whether the callback has answered request *seq* of *kind* (swap/close/snap)."""
+        return int(self.slots[0][f"{kind}_ack"]) >= seq
+
+    def release_finished(self) -> None:
+        """Drop programs and states no voice plays any more (never the newest)."""
+        s = self.slots[0]
+        playing = {int(q) for q, a in zip(s["v_seq"], s["v_active"]) if a}
+        acked = int(s["swap_ack"])
+        for seq in [q for q in self.pending if q < acked and q not in playing]:
+            del self.pending[seq]
+
+    def newest(self) -> tuple[Program, np.ndarray] | None:
+        """The newest acknowledged program and its state, or None."""
+        acked = int(self.slots[0]["swap_ack"])
+        return self.pending[acked][:2] if acked in self.pending else None
+
+    def stats(self) -> dict:
+        """Counters and callback-duration percentiles (us) so far."""
+        s = self.slots[0]
+        counts = self.hist.copy()
+        total = int(counts.sum())
+        cumulative = np.cumsum(counts)
+
+        def percentile_us(p: float) -> float:
+            return float(np.searchsorted(cumulative, p * total) + 0.5) if total else 0.0
+
+        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "nan_blocks",
+                "clipped_samples", "swaps", "kernel_errors", "frames", "kernel_ns")
+        out = {k: int(s[k]) for k in keys}
+        out.update(callback_p50_us=percentile_us(0.5), callback_p99_us=percentile_us(0.99),
+                   callback_max_us=int(s["callback_max_ns"]) / 1000.0, block_frames=int(s["last_frames"]))
+        return out

@@ -1,0 +1,264 @@
+"""The audio runtime: compiled kernels played by a native PortAudio callback.
+
+PortAudio calls :data:`compiler_bridge.native_audio.audio_callback` directly
+(opened through sounddevice's own cffi handles), so the audio thread never
+waits for the GIL: garbage collection, compiles or a busy host cannot stall
+it. Python only writes requests into the engine's slots and waits for the
+callback's answer at a block boundary.
+
+sounddevice is imported inside methods only: importing it initialises
+PortAudio, which opens a JACK client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler_bridge.abi import ControlRing
+from compiler_bridge.native_audio import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
+from compiler_bridge.program import Program
+
+from .base import BaseRuntime, RuntimeInitError
+
+log = logging.getLogger("livehost.runtimes.audio")
+
+ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
+POLL_S = 0.0005
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What :func:`resolve_stream` chose for ``Pa_OpenStream``.
+
+    ``block_frames`` 0 means PortAudio's ``paFramesPerBufferUnspecified``:
+    the callback gets the host's own buffer (the JACK period).
+    """
+
+    output_device: int
+    input_device: int | None
+    device_name: str
+    sample_rate: float  # Hz
+    block_frames: int
+    channels_out: int
+    channels_in: int
+    output_latency_s: float
+    input_latency_s: float
+
+
+def device_hint(sd) -> str:
+    """The device list a performer can pick a ``device`` setting from."""
+    return f"available devices (set `device` to a name substring or index):\n{sd.query_devices()}"
+
+
+def _latency(setting, info: dict, kind: str) -> float:
+    if isinstance(setting, str):
+        return float(info[f"default_{setting}_{kind}_latency"])
+    return float(setting)
+
+
+def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
+    """Resolve the ``device``, rate, block and latency settings against PortAudio.
+
+    Raises
+    ------
+    RuntimeInitError
+        When no device matches, with the device list.
+    """
+    device, channels_in = settings.get("device"), int(settings.get("channels_in") or 0)
+    try:
+        out_info = sd.query_devices(device, "output")
+        in_info = sd.query_devices(device, "input") if channels_in else None
+    except (ValueError, sd.PortAudioError) as exc:
+        raise RuntimeInitError(f"{exc}; {device_hint(sd)}") from None
+    sample_rate = float(settings.get("sample_rate") or out_info["default_samplerate"])
+    return StreamConfig(
+        output_device=int(out_info["index"]),
+        input_device=int(in_info["index"]) if in_info else None,
+        device_name=str(out_info["name"]),
+        sample_rate=sample_rate,
+        block_frames=int(settings.get("block_frames") or 0),
+        channels_out=int(settings.get("channels_out") or 2),
+        channels_in=channels_in,
+        output_latency_s=_latency(settings.get("latency", "low"), out_info, "output"),
+        input_latency_s=_latency(settings.get("latency", "low"), in_info, "input") if in_info else 0.0,
+    )
+
+
+class _Stream:
+    """One PortAudio stream whose callback is the native trampoline.
+
+    Holds the cffi objects PortAudio keeps pointers into for the stream's life.
+    """
+
+    def __init__(self, sd, config: StreamConfig, engine: NativeEngine) -> None:
+        self._sd, self._lib, self._ffi = sd, sd._lib, sd._ffi
+        self._ptr = self._ffi.new("PaStream**")
+        self._params = [self._parameters(config.output_device, config.channels_out, config.output_latency_s)]
+        if config.input_device is not None:
+            self._params.append(self._parameters(config.input_device, config.channels_in, config.input_latency_s))
+        self._callback = self._ffi.cast("PaStreamCallback *", audio_callback.address)
+        self._userdata = self._ffi.cast("void *", engine.address)
+        self._check(self._lib.Pa_OpenStream(
+            self._ptr, self._params[1] if len(self._params) > 1 else self._ffi.NULL, self._params[0],
+            config.sample_rate, config.block_frames, self._lib.paClipOff | self._lib.paDitherOff,
+            self._callback, self._userdata), config)
+        self.open = True
+
+    def _parameters(self, device: int, channels: int, latency_s: float):
+        return self._ffi.new("PaStreamParameters*", {
+            "device": device, "channelCount": channels, "sampleFormat": self._lib.paFloat32,
+            "suggestedLatency": latency_s, "hostApiSpecificStreamInfo": self._ffi.NULL})
+
+    def _check(self, err: int, config: StreamConfig | None = None) -> None:
+        """Turn a PortAudio error code into a RuntimeInitError with the reason."""
+        if err >= 0:
+            return
+        reason = self._ffi.string(self._lib.Pa_GetErrorText(err)).decode(errors="replace")
+        if err == self._lib.paUnanticipatedHostError:
+            info = self._lib.Pa_GetLastHostErrorInfo()
+            reason += f": {self._ffi.string(info.errorText).decode(errors='replace')}"
+        where = ""
+        if config is not None:
+            block = config.block_frames or "device's"
+            where = (f" (device {config.device_name!r}, {config.sample_rate:g} Hz, {block} frames, "
+                     f"{config.channels_out} out / {config.channels_in} in)")
+        raise RuntimeInitError(f"PortAudio: {reason}{where}; {device_hint(self._sd)}")
+
+    def start(self) -> None:
+        self._check(self._lib.Pa_StartStream(self._ptr[0]))
+
+    def latency_s(self) -> float:
+        return float(self._lib.Pa_GetStreamInfo(self._ptr[0]).outputLatency)
+
+    def close(self) -> bool:
+        """Stop and close; True when PortAudio will never call the callback again."""
+        if not self.open:
+            return True
+        stopped = self._lib.Pa_StopStream(self._ptr[0])
+        if stopped < 0 and self._lib.Pa_IsStreamStopped(self._ptr[0]) != 1:
+            stopped = self._lib.Pa_AbortStream(self._ptr[0])
+        closed = self._lib.Pa_CloseStream(self._ptr[0])
+        self.open = closed < 0
+        if closed < 0:
+            log.error("audio: Pa_CloseStream failed (%d); keeping its buffers alive", closed)
+        return not self.open
+
+
+class AudioRuntime(BaseRuntime):
+    """Plays a program's ``audio`` kernel on a PortAudio device, GIL-free.
+
+    Settings: ``device``, ``sample_rate``, ``block_frames``, ``channels_out``,
+    ``channels_in``, ``latency``, ``crossfade_ms`` (see
+    :data:`compiler_bridge.settings.AUDIO`). :attr:`controls` writes state
+    fields at the next block boundary.
+    """
+
+    id = "audio"
+
+    def __init__(self, settings: dict[str, Any], **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.controls = ControlRing()
+        self.config: StreamConfig | None = None
+        self._engine: NativeEngine | None = None
+        self._stream: _Stream | None = None
+        self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio failed to close
+        self._load_mark = (0, 0)  # (kernel_ns, frames) at the last stats()
+
+    # --- lifecycle ---
+
+    def _open(self, program: Program, state: np.ndarray) -> None:
+        import sounddevice as sd
+
+        _require_audio_kernel(program)
+        config = resolve_stream(self.settings, sd)
+        engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
+                              config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]),
+                              ring=self.controls)
+        self._publish_transport(engine)
+        seq = engine.request_swap(program, np.ascontiguousarray(state), np.zeros((0, 3), np.int64))
+        stream = _Stream(sd, config, engine)
+        self.config, self._engine, self._stream = config, engine, stream
+        try:
+            stream.start()
+            self._wait("swap", seq, "start playing")
+        except RuntimeInitError:
+            stream.close()
+            raise
+
+    def _load(self, program: Program) -> None:
+        _require_audio_kernel(program)
+        engine = self._engine
+        self._publish_transport(engine)
+        state = program.layout.defaults()
+        seq = engine.request_swap(program, state, program.layout.carry_table(self.program.layout))
+        self._wait("swap", seq, "swap programs")
+        engine.release_finished()
+
+    def _update_settings(self, settings: dict[str, Any]) -> None:
+        self._engine.set_crossfade_ms(float(settings["crossfade_ms"]))
+        self._publish_transport(self._engine)
+
+    def _snapshot(self) -> np.ndarray:
+        engine = self._engine
+        dst = np.zeros(1, self.program.layout.dtype)
+        if self._stream is not None and self._stream.open:
+            seq = engine.request_snapshot(dst)
+            if self._answered("snap", seq):
+                return dst
+        _, state = engine.newest()  # the stream is stopped: nothing writes the state now
+        return state.copy()
+
+    def _close(self) -> None:
+        engine, stream = self._engine, self._stream
+        if stream is None:
+            return
+        seq = engine.request_close()
+        if not self._answered("close", seq):
+            log.warning("audio: the stream did not fade out in time; closing anyway")
+        if not stream.close():
+            self._graveyard.append((stream, engine))
+
+    # --- statistics ---
+
+    def _stats(self) -> dict[str, Any]:
+        if self._engine is None:
+            return {}
+        self._publish_transport(self._engine)
+        stats = self._engine.stats()
+        kernel_ns, frames = stats.pop("kernel_ns"), stats["frames"]
+        d_kernel, d_frames = kernel_ns - self._load_mark[0], frames - self._load_mark[1]
+        self._load_mark = (kernel_ns, frames)
+        block_ns_total = d_frames * 1e9 / self.config.sample_rate
+        stats["load"] = d_kernel / block_ns_total if block_ns_total else 0.0
+        stats["sample_rate"] = self.config.sample_rate
+        return stats
+
+    # --- helpers ---
+
+    def _publish_transport(self, engine: NativeEngine) -> None:
+        now_ns = time.monotonic_ns()
+        engine.set_transport(self.transport.tempo_bpm, self.transport.beat_at(self.transport.clock.now_ns()), now_ns)
+
+    def _answered(self, kind: str, seq: int) -> bool:
+        """Wait (off the audio thread) until the callback answers request *seq*."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0
+        while not self._engine.acked(kind, seq):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    def _wait(self, kind: str, seq: int, what: str) -> None:
+        if not self._answered(kind, seq):
+            raise RuntimeInitError(f"audio: the stream stopped calling back; could not {what} "
+                                   f"(is the JACK server or the device still there?)")
+
+
+def _require_audio_kernel(program: Program) -> None:
+    if not program.has("audio"):
+        raise RuntimeInitError("audio: the patch defines no audio(s, ctx, inp, out) kernel")
