@@ -270,8 +270,16 @@ class _JackPath:
             raise RuntimeInitError("jack_set_process_callback failed")
         if self.lib.jack_activate(self.client) != 0:
             raise RuntimeInitError("jack_activate failed")
-        self.check_ports()  # connected before tick 0, so Start and the first notes arrive
+        self.check_ports()
+        self._wait_cycles(2)  # a new connection takes effect at a cycle boundary: let Start arrive
         engine.slots["run_state"] = nm.STARTING
+
+    def _wait_cycles(self, n: int, timeout_s: float = 1.0) -> None:
+        """Wait until the process callback has run *n* more times."""
+        target = self.engine.get("cycles") + n
+        deadline = time.monotonic() + timeout_s
+        while self.engine.get("cycles") < target and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def check_ports(self) -> None:
         """Connect to every ``connect_to`` match; count a known port that came back."""

@@ -1,0 +1,328 @@
+"""The MIDI runtime against a real JACK server: exact frames, exact events."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler_bridge.compile import compile_project
+from compiler_bridge.program import Program
+from compiler_bridge.settings import MIDI
+from jack_midi_capture import Capture
+from runtimes.base import RuntimeInitError
+from runtimes.midi import MidiRuntime
+
+pytestmark = pytest.mark.jack
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 48000
+CLOCK, START, STOP = [0xF8], [0xFA], [0xFC]
+SEQ_NOTES = [36, 38, 42, 38]
+
+DRONE = '''
+from compiler_bridge.api import note_on
+
+
+class State:
+    note = 60
+
+
+def midi(s, ctx, ev):
+    if ctx.tick == 0:
+        note_on(ev, s.note, 90)
+'''
+
+
+def _build(base: Path, name: str, patch: str | None = None, source: str = "sequencer") -> Program:
+    path = base / name
+    shutil.copytree(ROOT / "examples" / source, path, ignore=shutil.ignore_patterns(".livehost"))
+    if patch is not None:
+        (path / "patch.py").write_text(patch)
+    return Program.from_compiled(compile_project(path))
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("midi")
+    seq = _build(base, "seq")
+    swapped = (ROOT / "examples/sequencer/patch.py").read_text().replace("[36, 38, 42, 38]", "[60, 62, 64, 65]")
+    return {"sequencer": seq, "sequencer2": _build(base, "seq2", swapped), "drone": _build(base, "drone", DRONE)}
+
+
+def _runtime(**settings) -> MidiRuntime:
+    return MidiRuntime(MIDI.resolve({"channel": 10, **settings}))
+
+
+def _wait(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _wait_ticks(rt: MidiRuntime, n: int) -> None:
+    _wait(lambda: rt.stats()["ticks"] >= n)
+
+
+def _clock_frames(events) -> np.ndarray:
+    return np.array([f for f, d in events if d == CLOCK], np.int64)
+
+
+def _assert_no_stuck_note(events) -> None:
+    """Every NoteOn is followed by a NoteOff of that note and channel."""
+    sounding: dict[tuple[int, int], int] = {}
+    for _, d in events:
+        if len(d) == 3 and d[0] & 0xF0 in (0x80, 0x90):
+            key = (d[0] & 15, d[1])
+            on = d[0] & 0xF0 == 0x90 and d[2] > 0
+            sounding[key] = 1 if on else 0
+    assert not any(sounding.values()), f"stuck notes: {[k for k, v in sounding.items() if v]}"
+
+
+def _play(programs, program: str, ticks: int, **settings) -> tuple[list, dict]:
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", **settings)
+        rt.start(programs[program], programs[program].new_state())
+        _wait_ticks(rt, ticks)
+        rt.close()
+        stats = rt.stats()
+        return cap.stop(), stats
+
+
+def test_clock_spacing_is_exact_and_does_not_drift_over_2000_ticks(programs):
+    # 750 BPM at 24 ppqn: a tick every 160 frames at 48 kHz.
+    events, stats = _play(programs, "sequencer", 2001, tempo_bpm=750.0)
+    clock = _clock_frames(events)[:2001]
+    assert len(clock) == 2001
+    assert set(np.diff(clock).tolist()) == {160}
+    assert (clock - clock[0]).tolist() == [160 * k for k in range(2001)]  # no accumulated drift
+    assert stats["late_ticks"] == 0 and stats["jitter_p99_us"] == 0.0 and abs(stats["drift_us"]) <= 1e6 / RATE
+
+
+def test_sequencer_notes_arrive_on_their_ticks_then_stop(programs):
+    events, stats = _play(programs, "sequencer", 60, tempo_bpm=600.0)  # 200 frames per tick
+    assert events[0][1] == START and events[1] == (events[0][0], CLOCK)
+    start = events[0][0]
+    notes = [((f - start) // 200, d) for f, d in events if len(d) == 3 and d[0] & 0xF0 in (0x80, 0x90)]
+    n_steps = (stats["ticks"] + 5) // 6
+    expected = []
+    for k in range(n_steps):
+        expected.append((6 * k, [0x99, SEQ_NOTES[k % 4], 100]))
+        if 6 * k + 3 < stats["ticks"]:
+            expected.append((6 * k + 3, [0x89, SEQ_NOTES[k % 4], 64]))
+    assert notes[: len(expected)] == expected
+    assert all((f - start) % 200 == 0 for f, d in events if d == CLOCK)
+    assert events[-2][1] == [0xB9, 123, 0] and events[-1][1] == STOP
+    _assert_no_stuck_note(events)
+
+
+def test_ppqn_96_still_sends_24_clocks_per_quarter(programs):
+    events, stats = _play(programs, "sequencer", 200, tempo_bpm=600.0, ppqn=96)  # 50 frames per tick
+    clock = _clock_frames(events)
+    assert set(np.diff(clock).tolist()) == {200}
+    assert len(clock) == (stats["ticks"] + 3) // 4
+    start = events[0][0]
+    ons = [(f - start) for f, d in events if len(d) == 3 and d[0] == 0x99]
+    assert ons == [1200 * k for k in range(len(ons))]  # a sixteenth = 24 ticks
+
+
+def test_destroy_mid_note_ends_it_with_note_off_all_notes_off_and_stop(programs):
+    events, stats = _play(programs, "drone", 20, tempo_bpm=600.0)
+    tail = [d for _, d in events if d != CLOCK]
+    assert tail == [START, [0x99, 60, 90], [0x89, 60, 64], [0xB9, 123, 0], STOP]
+    assert stats["notes_on"] == 0
+
+
+def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
+    from runtimes.logic import LogicRuntime
+
+    with Capture("cap") as cap:
+        midi = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        midi.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
+        program, state = midi.snapshot()
+        midi.close()  # what the host does before creating the next runtime
+        logic = LogicRuntime({"ppqn": 24, "channel": 10})
+        logic.start(program, state)
+        logic.close()
+        events = cap.stop()
+    _assert_no_stuck_note(events)
+    assert events[-1][1] == STOP
+    assert int(state["step"][0]) == (sum(1 for _, d in events if d[:1] == [0x89]) - 1) % 4
+
+
+def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait(lambda: rt.stats()["ticks"] > 30 and rt.stats()["notes_on"] == 1)
+        rt.load(programs["sequencer2"])
+        swapped_at = rt.stats()["ticks"]
+        _wait_ticks(rt, swapped_at + 30)
+        _, state = rt.snapshot()
+        rt.close()
+        stats = rt.stats()
+        events = cap.stop()
+    assert stats["swaps"] == 1 and stats["kernel_errors"] == 0
+    ons = [d[1] for _, d in events if len(d) == 3 and d[0] == 0x99]
+    new_at = next(i for i, n in enumerate(ons) if n >= 60)
+    assert all(n < 60 for n in ons[:new_at]) and all(n >= 60 for n in ons[new_at:])
+    # the step counter was carried: the new notes continue the old step sequence
+    assert ons[new_at] == [60, 62, 64, 65][new_at % 4]
+    assert state["notes"][0].tolist() == [60, 62, 64, 65]
+    _assert_no_stuck_note(events)
+
+
+def test_tempo_change_changes_spacing_at_the_next_tick_without_losing_one(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 50)
+        rt.update_settings(MIDI.resolve({"channel": 10, "tempo_bpm": 300.0, "connect_to": "cap:in"}))
+        changed_at = rt.stats()["ticks"]
+        _wait_ticks(rt, changed_at + 30)
+        rt.close()
+        stats = rt.stats()
+        events = cap.stop()
+    spacing = np.diff(_clock_frames(events)).tolist()
+    switch = spacing.index(400)
+    assert spacing[:switch] == [200] * switch and spacing[switch:] == [400] * (len(spacing) - switch)
+    assert changed_at - 1 <= switch <= changed_at + 1
+    assert len(_clock_frames(events)) == stats["ticks"]  # no tick lost or doubled
+    assert rt.transport.tempo_bpm == 300.0
+
+
+def test_cc_into_the_input_port_changes_the_state_field(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", input="in", cc_map={"74": "velocity"}, tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        cap.connect(cap.outport, rt.ports["input"])
+        _wait_ticks(rt, 12)
+        cap.send(0xB0, 74, 50)
+        _wait(lambda: rt.stats()["events_in"] == 1)
+        _wait(lambda: int(rt.snapshot()[1]["velocity"][0]) == 50, 10)
+        seen_at = rt.stats()["ticks"]
+        _wait_ticks(rt, seen_at + 13)
+        rt.close()
+        events = cap.stop()
+    velocities = [d[2] for _, d in events if len(d) == 3 and d[0] == 0x99]
+    assert velocities[:2] == [100, 100] and velocities[-2:] == [50, 50]
+
+
+def test_missing_destination_names_it_and_lists_the_available_ports(programs):
+    rt = _runtime(connect_to="nowhere")
+    with pytest.raises(RuntimeInitError, match=r"no MIDI output port matches 'nowhere' \(available: .*\)"):
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+    rt.close()
+
+
+def test_a_destination_that_comes_back_is_reconnected(programs):
+    with Capture("cap") as first:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 10)
+    first_events = first.stop()
+    with Capture("cap") as second:
+        _wait(lambda: rt.stats()["reconnects"] == 1, 10)
+        ticks = rt.stats()["ticks"]
+        _wait_ticks(rt, ticks + 20)
+        rt.close()
+        events = second.stop()
+    assert first_events[0][1] == START
+    clock = _clock_frames(events)
+    assert len(clock) >= 20 and set(np.diff(clock).tolist()) == {200}
+    assert (clock[0] - first_events[0][0]) % 200 == 0  # ticks stayed on time meanwhile
+
+
+def test_rtmidi_path_plays_clock_and_notes_through_python_rtmidi(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(backend="rtmidi_jack", output="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 40)
+        rt.close()
+        stats = rt.stats()
+        events = cap.stop()
+    assert stats["backend"] == "rtmidi/UNIX_JACK"
+    data = [d for _, d in events]
+    assert data[:3] == [START, CLOCK, [0x99, 36, 100]]
+    assert data.count(CLOCK) == stats["ticks"] and data[-1] == STOP
+    _assert_no_stuck_note(events)
+
+
+def test_rtmidi_auto_skips_apis_that_do_not_work_and_names_missing_ports(programs):
+    rt = _runtime(backend="alsa")
+    with pytest.raises(RuntimeInitError, match="no MIDI API works here"):
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+    rt = _runtime(backend="rtmidi_jack", output="nowhere")
+    with pytest.raises(RuntimeInitError, match=r"no MIDI output port matches 'nowhere' \(available: "):
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+
+
+CTRL_C_SCRIPT = '''
+import sys, time
+from compiler_bridge.compile import read_compiled
+from compiler_bridge.program import Program
+from compiler_bridge.settings import MIDI
+from runtimes.midi import MidiRuntime
+
+program = Program.from_compiled(read_compiled(sys.argv[1]))
+rt = MidiRuntime(MIDI.resolve({"connect_to": "cap:in", "tempo_bpm": 600.0, "channel": 10}))
+rt.start(program, program.new_state())
+while rt.stats()["ticks"] < 10:
+    time.sleep(0.01)
+print("playing", flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def test_ctrl_c_ends_sounding_notes(programs, tmp_path):
+    script = tmp_path / "play.py"
+    script.write_text(CTRL_C_SCRIPT)
+    with Capture("cap") as cap:
+        proc = subprocess.Popen([sys.executable, str(script), str(programs["drone"].project_dir)],
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert proc.stdout.readline().strip() == "playing"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        proc.stdout.close()
+        events = cap.stop()
+    tail = [d for _, d in events if d != CLOCK]
+    assert tail == [START, [0x99, 60, 90], [0x89, 60, 64], [0xB9, 123, 0], STOP]
+
+
+def test_kernel_exception_ends_its_notes(tmp_path):
+    failing = textwrap.dedent('''
+        from compiler_bridge.api import note_on
+
+
+        class State:
+            note = 64
+
+
+        def midi(s, ctx, ev):
+            if ctx.tick == 0:
+                note_on(ev, s.note, 90)
+            if ctx.tick == 120:
+                raise ValueError("boom")
+    ''')
+    program = _build(tmp_path, "failing", failing)
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=999.0)
+        rt.start(program, program.new_state())
+        _wait(lambda: rt.stats()["kernel_errors"] == 1)
+        _wait_ticks(rt, 130)
+        stats = rt.stats()
+        rt.close()
+        events = cap.stop()
+    tail = [d for _, d in events if d != CLOCK]
+    assert tail[:4] == [START, [0x99, 64, 90], [0x89, 64, 64], [0xB9, 123, 0]]
+    assert stats["notes_on"] == 0 and tail[-1] == STOP
