@@ -365,13 +365,13 @@ class _RtmidiPath:
             return self.backend.open_output(CLIENT_NAME, virtual=True, client_name=CLIENT_NAME)
         name = self._match(wanted, self.backend.get_output_names(), "output")
         self.ports["output"] = name
-        return self.backend.open_output(name, client_name=CLIENT_NAME)
+        return self.backend.open_output(name)  # (mido makes any port with a client_name virtual)
 
     def open(self, engine: _Engine) -> None:
         self.engine = engine
         if self.settings["input"]:
             name = self._match(self.settings["input"], self.backend.get_input_names(), "input")
-            self.inp = self.backend.open_input(name, callback=self._on_message, client_name=CLIENT_NAME)
+            self.inp = self.backend.open_input(name, callback=self._on_message)
             self.ports["input"] = name
         engine.slots["run_state"] = nm.STARTING
         rt = self.runtime

@@ -299,6 +299,7 @@ def test_ctrl_c_ends_sounding_notes(programs, tmp_path):
     assert tail == [START, [0x99, 60, 90], [0x89, 60, 64], [0xB9, 123, 0], STOP]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_kernel_exception_ends_its_notes(tmp_path):
     failing = textwrap.dedent('''
         from compiler_bridge.api import note_on
