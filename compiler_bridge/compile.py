@@ -312,15 +312,20 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                     raise PatchError(shown, _line_of_def(build_mod.patch, kernel),
                                      f"audio() wrote NaN or inf in test block {i}")
                 _check_state(layout, state, kernel, i, shown, build_mod.patch)
-            if kernel == "audio":
-                block_s = block_frames / sample_rate
-                typical = sorted(times[1:])[len(times[1:]) // 2]
-                if typical > block_s:
-                    raise PatchError(shown, _line_of_def(build_mod.patch, kernel),
-                                     f"audio() takes {typical * 1e3:.2f} ms per block; a block lasts "
-                                     f"{block_s * 1e3:.2f} ms ({block_frames} frames at {sample_rate} Hz)")
+                if kernel == "audio" and i >= 3:  # the first call may page memory in
+                    _check_block_time(times[1:], block_frames, sample_rate, shown, build_mod.patch)
     finally:
         sys.unraisablehook = old_hook
+
+
+def _check_block_time(times: list[float], block_frames: int, sample_rate: int, shown, patch_mod) -> None:
+    """Reject a kernel whose typical block takes longer than a block lasts."""
+    block_s = block_frames / sample_rate
+    typical = sorted(times)[len(times) // 2]
+    if typical > block_s:
+        raise PatchError(shown, _line_of_def(patch_mod, "audio"),
+                         f"audio() takes {typical * 1e3:.2f} ms per block; a block lasts "
+                         f"{block_s * 1e3:.2f} ms ({block_frames} frames at {sample_rate} Hz)")
 
 
 def _check_state(layout, state, kernel, i, shown, patch_mod) -> None:

@@ -1,0 +1,123 @@
+"""Compiling: immutable builds, test runs, file:line errors, last good kept."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler_bridge.compile import compile_project, read_compiled
+from compiler_bridge.errors import ConfigError, PatchError
+from compiler_bridge.program import Program
+from compiler_bridge.worker import CompileWorker
+
+SINE_HEAD = "import math\n\n\nclass State:\n    freq_hz = 440.0\n\n\n"
+
+
+def test_compile_writes_an_immutable_build(project):
+    sine = project("sine")
+    compiled = compile_project(sine)
+    lh = sine / ".livehost"
+    assert json.loads((lh / "compiled.json").read_text()) == json.loads(json.dumps(compiled))
+    assert not (lh / "error.json").exists()
+    build = Path(compiled["build_dir"])
+    assert build.parent == lh / "build" and build.name == compiled["source_hash"]
+    assert (build / "patch.py").read_bytes() == (sine / "patch.py").read_bytes()
+    assert any(p.suffix == ".nbc" for p in (build / "__pycache__").iterdir())  # numba's cache inside
+    assert compiled["kernels"] == ["audio"]
+    assert [f["name"] for f in compiled["state"]] == ["freq_hz", "gain", "phase"]
+    assert compiled["config"]["runtime_settings"][0]["crossfade_ms"] == 10.0
+    program = Program.from_compiled(compiled)
+    assert set(program.kernels) == {"audio"} and program.kernels["audio"] > 0
+
+
+def test_a_save_after_compile_cannot_change_the_build(project):
+    sine = project("sine")
+    compiled = compile_project(sine)
+    (sine / "patch.py").write_text((sine / "patch.py").read_text().replace("440.0", "550.0"))
+    assert "440.0" in (Path(compiled["build_dir"]) / "patch.py").read_text()
+
+
+BAD = [
+    ("def audio(s, ctx, inp, out)\n    pass\n", 8, "SyntaxError"),
+    ("def audio(s, ctx, inp, out):\n    out[0, 0] = undefined_name\n", 9, "name 'undefined_name' is not defined"),
+    ("def audio(s, ctx, inp, out):\n    out[0, 0] = s.freq\n", 9, "no field 'freq'"),
+    ("def audio(s, ctx, inp, out):\n    x = 1\n    out[0, 0] = 'a' + x\n", 10, "numba cannot compile this"),
+    ("def audio(s, ctx, inp, out):\n    if ctx.tick == 3:\n        raise ValueError('too loud')\n", 10,
+     "audio() raised ValueError: too loud in the test run"),
+    ("def audio(s, ctx, inp, out):\n    out[0, 0] = math.inf\n", 8, "audio() wrote NaN or inf in test block 0"),
+    ("def audio(s, ctx, inp, out):\n    s.freq_hz = s.freq_hz * 1e300\n", 8,
+     "made state field 'freq_hz' NaN or inf"),
+    ("def audio(s, ctx, inp, out):\n    x = 0.0\n    for i in range(2_000_000):\n        x += math.sin(i)\n"
+     "    out[0, 0] = x * 1e-12\n", 8, "per block; a block lasts 5.33 ms (256 frames at 48000 Hz)"),
+    ("x = 1 / 0\n", 8, "ZeroDivisionError"),
+    ("def helper():\n    pass\n", None, "defines no kernel"),
+]
+
+
+@pytest.mark.parametrize("body, line, words", BAD)
+def test_bad_patch_names_the_line_and_keeps_the_last_good_build(project, body, line, words):
+    sine = project("sine")
+    good = compile_project(sine)
+    (sine / "patch.py").write_text(SINE_HEAD + body)
+    with pytest.raises(PatchError) as info:
+        compile_project(sine)
+    shown = f"{sine / 'patch.py'}:{line}: " if line else f"{sine / 'patch.py'}: "
+    assert str(info.value).startswith(shown), str(info.value)
+    assert words in str(info.value)
+    assert read_compiled(sine)["source_hash"] == good["source_hash"]
+    error = json.loads((sine / ".livehost" / "error.json").read_text())
+    assert error["line"] == line and error["text"] == str(info.value)
+
+
+def test_config_field_names_are_checked_against_the_patch(project):
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text() + '\n[[runtime_settings]]\nruntime = "midi"\ncc_map = { 74 = "cutoff" }\n')
+    with pytest.raises(ConfigError) as info:
+        compile_project(seq)
+    assert ":15: runtime_settings[2].cc_map: patch.py has no state field 'cutoff'" in str(info.value)
+
+
+def test_unknown_runtime_compiles_with_a_warning(project):
+    sine = project("sine")
+    toml = sine / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "audio"', 'runtime = "audoi"'))
+    compiled = compile_project(sine)
+    assert "did you mean 'audio'?" in compiled["warnings"][0]
+
+
+@pytest.fixture(scope="module")
+def worker():
+    from conftest import SESSION_PIDS
+
+    w = CompileWorker(timeout_s=8.0).start()
+    SESSION_PIDS.add(w.pid)
+    yield w
+    w.close()
+
+
+def test_worker_compiles_and_reports_errors(worker, project):
+    from conftest import SESSION_PIDS
+
+    sine = project("sine")
+    ok = worker.compile(sine)
+    assert ok.ok and ok.compiled["source_hash"] == read_compiled(sine)["source_hash"]
+    (sine / "patch.py").write_text(SINE_HEAD + "print('noise on stdout')\ndef audio(s, ctx, inp, out):\n    x = y\n")
+    bad = worker.compile(sine)
+    assert not bad.ok and bad.error["line"] == 10 and "name 'y' is not defined" in bad.text
+    SESSION_PIDS.add(worker.pid)
+
+
+def test_worker_survives_a_kernel_that_never_returns(worker, project):
+    from conftest import SESSION_PIDS
+
+    sine = project("sine")
+    (sine / "patch.py").write_text(SINE_HEAD + "def audio(s, ctx, inp, out):\n    while s.freq_hz > 0:\n"
+                                   "        s.freq_hz += 1.0\n")
+    hung = worker.compile(sine)
+    assert not hung.ok and "did not return within 8 s" in hung.text
+    assert json.loads((sine / ".livehost" / "error.json").read_text())["message"] == hung.error["message"]
+    assert worker.restarts == 1
+    (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
+    assert worker.compile(sine).ok  # a fresh worker took over
+    SESSION_PIDS.add(worker.pid)
