@@ -56,6 +56,7 @@ SLOTS_DTYPE = np.dtype(
         ("pending_bpm", "f8"), ("tempo_seq", "i8"), ("tempo_applied", "i8"),
         ("ppqn", "i8"), ("clock_div", "i8"), ("send_clock", "i8"), ("send_transport", "i8"),
         ("channel", "i8"), ("frame_base", "i8"), ("last_cycle", "i8"), ("last_note_in", "i8"),
+        ("jump_tick", "i8"),  # -1, or the tick to continue from at the next tick (Song Position Pointer)
         # counters read by stats()
         ("ticks", "i8"), ("late_ticks", "i8"), ("max_late_frames", "i8"), ("drift_frames", "f8"),
         ("events_out", "i8"), ("events_in", "i8"), ("notes_on", "i8"), ("channels_used", "i8"),
@@ -306,9 +307,11 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
     *offset* is the frame offset in the JACK buffer (ignored without one),
     *late_frames* how far after its due frame it is written (frames).
     """
+    if sl.jump_tick >= 0:
+        _jump(sl, out_buffer, offset, ideal_frame)
     tick = sl.next_tick
     _swap_if_pending(sl, out_buffer, offset)
-    if tick == 0 and sl.send_transport != 0:
+    if sl.ticks == 0 and sl.send_transport != 0:
         _write(sl, out_buffer, offset, 0xFA, 0, 0)
     if sl.send_clock != 0 and tick % sl.clock_div == 0:
         _write(sl, out_buffer, offset, 0xF8, 0, 0)
@@ -320,7 +323,25 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
         sl.max_late_frames = max(sl.max_late_frames, late_frames)
     sl.drift_frames = due_frame + late_frames - ideal_frame
     sl.next_tick = tick + 1
-    sl.ticks = tick + 1
+    sl.ticks += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _jump(sl, out_buffer, offset, ideal_frame):
+    """Continue from ``sl.jump_tick`` at this tick's time: Stop, Song Position, Continue.
+
+    The time grid is kept (re-anchored at this tick), only the tick count moves.
+    """
+    tick = sl.jump_tick
+    sl.jump_tick = -1
+    sl.anchor_frame = ideal_frame
+    sl.anchor_tick = tick
+    sl.next_tick = tick
+    if sl.send_transport != 0 and sl.ticks > 0:
+        sixteenths = tick // (6 * sl.clock_div)
+        _write(sl, out_buffer, offset, 0xFC, 0, 0)
+        _write(sl, out_buffer, offset, 0xF2, sixteenths & 127, (sixteenths >> 7) & 127)
+        _write(sl, out_buffer, offset, 0xFB, 0, 0)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -39,6 +39,7 @@ log = logging.getLogger("livehost.runtimes")
 
 RETRY_S = 0.5  # how often a lost port is looked for again
 WATCH_S = 0.05  # how often the transport's tempo is followed
+FLUSH_S = 0.1  # time for rtmidi to deliver the last messages before its port closes
 CLIENT_NAME = "livehost"
 MIDI_TYPE = b"8 bit raw midi"
 _JACK_NO_START_SERVER = 0x01
@@ -112,6 +113,7 @@ class _Engine:
         s["ppqn"] = settings["ppqn"]
         s["clock_div"] = settings["ppqn"] // 24
         s["last_note_in"] = -1
+        s["jump_tick"] = -1
         self.apply_settings(settings)
         s["tempo_bpm"] = s["pending_bpm"] = tempo_bpm
         s["frames_per_tick"] = sample_rate * 60.0 / (tempo_bpm * settings["ppqn"])
@@ -423,6 +425,9 @@ class _RtmidiPath:
             self.engine.slots["run_state"] = nm.STOPPING
             self._step(self.engine.address)
             self._flush()
+            # rtmidi's JACK API hands messages to its own process callback and
+            # drops what is queued when the port closes: give it a few cycles.
+            time.sleep(FLUSH_S)
         for port in (self.inp, self.out):
             if port is not None:
                 port.close()
@@ -528,6 +533,16 @@ class MidiRuntime(BaseRuntime):
         """Change tempo; the next tick comes one new period after the last."""
         self.transport.set_tempo(tempo_bpm)
         self.engine.set_tempo(tempo_bpm)
+
+    def locate(self, beat: float) -> None:
+        """Jump to *beat* (rounded down to a sixteenth) at the next tick.
+
+        The clock keeps its time grid; receivers get Stop, Song Position
+        Pointer and Continue (with ``send_transport``), the kernel the new tick.
+        """
+        ppqn = self.settings["ppqn"]
+        step = ppqn // 4
+        self.engine.slots["jump_tick"] = int(beat * ppqn) // step * step
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
         if self.engine is None:

@@ -327,3 +327,23 @@ def test_kernel_exception_ends_its_notes(tmp_path):
     tail = [d for _, d in events if d != CLOCK]
     assert tail[:4] == [START, [0x99, 64, 90], [0x89, 64, 64], [0xB9, 123, 0]]
     assert stats["notes_on"] == 0 and tail[-1] == STOP
+
+
+def test_locate_sends_song_position_and_keeps_the_time_grid(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 20)
+        rt.locate(4.0)  # bar 2: sixteenth 16
+        _wait(lambda: rt.stats()["ticks"] > 40)
+        rt.close()
+        stats = rt.stats()
+        events = cap.stop()
+    data = [d for _, d in events]
+    at = data.index([0xF2, 16, 0])
+    assert data[at - 1: at + 3] == [STOP, [0xF2, 16, 0], [0xFB], CLOCK]
+    assert data.count([0xFA]) == 1
+    clock = _clock_frames(events)
+    assert set(np.diff(clock).tolist()) == {200} and len(clock) == stats["ticks"]
+    # tick 96 is a step start: the kernel plays a note right at the jump
+    assert data[at + 3][0] == 0x99
