@@ -191,6 +191,7 @@ class Host:
             entry = self.registry.get(self.registry.default_id)
             settings = entry.schema.resolve({})
         log.info("Loaded runtime from registry: %s", entry.id)
+        settings = entry.schema.resolve(settings)
         try:
             program = Program.from_compiled(compiled)
         except Exception as exc:

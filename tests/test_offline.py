@@ -1,0 +1,97 @@
+"""Offline renders: exact samples, exact MIDI events, byte-identical files."""
+
+import subprocess
+import sys
+
+import mido
+import numpy as np
+import soundfile as sf
+
+from compiler_bridge.compile import compile_project
+from compiler_bridge.program import Program
+from runtimes.offline import render
+
+
+def test_sine_render_is_the_analytic_sine(project, tmp_path):
+    program = Program.from_compiled(compile_project(project("sine")))
+    out = render(program, tmp_path / "a.wav", 1.0)
+    data, rate = sf.read(out, dtype="float32")
+    assert rate == 48000 and data.shape == (48000, 2)
+    n = np.arange(48000)
+    expected = (0.2 * np.sin(2 * np.pi * 440.0 * n / 48000)).astype(np.float32)
+    np.testing.assert_allclose(data[:, 0], expected, rtol=0, atol=np.finfo(np.float32).eps)
+    np.testing.assert_array_equal(data[:, 0], data[:, 1])
+
+
+def test_renders_are_byte_identical(project, tmp_path):
+    program = Program.from_compiled(compile_project(project("sine")))
+    a = render(program, tmp_path / "a.wav", 0.5).read_bytes()
+    b = render(program, tmp_path / "b.wav", 0.5).read_bytes()
+    assert a == b and b"PEAK" not in a
+
+
+def test_partial_last_block_is_rendered(project, tmp_path):
+    program = Program.from_compiled(compile_project(project("sine")))
+    data, _ = sf.read(render(program, tmp_path / "a.wav", 0.01, {"block_frames": 64}), dtype="float32")
+    assert data.shape == (480, 2)
+
+
+def expected_sequencer_events(ticks: int, channel: int = 0):
+    """Sixteenths at 24 ppqn: NoteOn on tick 6k, NoteOff on tick 6k + 3."""
+    notes = [36, 38, 42, 38]
+    events = []
+    for k in range(ticks // 6 + 1):
+        note = notes[k % 4]
+        if 6 * k < ticks:
+            events.append((6 * k, "note_on", note))
+        if 6 * k + 3 < ticks:
+            events.append((6 * k + 3, "note_off", note))
+    return events
+
+
+def midi_events(path):
+    mid = mido.MidiFile(path)
+    t = 0
+    out = []
+    for msg in mid.tracks[0]:
+        t += msg.time
+        if not msg.is_meta:
+            out.append((t, msg))
+    return mid, out
+
+
+def test_sequencer_midi_render_has_exact_events(project, tmp_path):
+    program = Program.from_compiled(compile_project(project("sequencer")))
+    path = render(program, tmp_path / "s.mid", 2.0, {"channel": 10})  # 4 beats at 120 BPM = 96 ticks
+    mid, events = midi_events(path)
+    assert mid.ticks_per_beat == 24
+    assert mid.tracks[0][0] == mido.MetaMessage("set_tempo", tempo=500000, time=0)
+    notes = [(t, m.type, m.note) for t, m in events if m.type in ("note_on", "note_off")]
+    assert notes == expected_sequencer_events(96)
+    assert all(m.channel == 9 for _, m in events)
+    assert all(m.velocity == 100 for _, m in events if m.type == "note_on")
+
+
+def test_midi_render_never_leaves_a_note_on(project, tmp_path):
+    program = Program.from_compiled(compile_project(project("sequencer")))
+    _, events = midi_events(render(program, tmp_path / "s.mid", 0.5 + 2 / 48))  # 26 ticks: the note from tick 24 is still on
+    on = set()
+    for _, m in events:
+        if m.type == "note_on" and m.velocity:
+            on.add(m.note)
+        elif m.type == "note_off":
+            on.discard(m.note)
+    assert on == set()
+    assert events[-1][1] == mido.Message("control_change", channel=0, control=123, value=0)
+    assert events[-2][1].type == "note_off" and events[-2][0] == 26
+
+
+def test_cli_render_writes_both_kinds(project, tmp_path):
+    switch = project("switch")
+    for name in ("out.wav", "out.mid"):
+        done = subprocess.run([sys.executable, "-m", "host.cli", "render", str(switch), "-o", str(tmp_path / name),
+                               "--seconds", "1"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"rendered 1 s to {tmp_path / name}" in done.stdout
+    assert sf.info(str(tmp_path / "out.wav")).frames == 48000
+    assert len(mido.MidiFile(tmp_path / "out.mid").tracks[0]) > 10

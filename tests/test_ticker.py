@@ -1,0 +1,108 @@
+"""The tick loop and the logic runtime against a virtual clock: exact times."""
+
+import threading
+
+from compiler_bridge.compile import compile_project
+from compiler_bridge.program import Program
+from runtimes.clock import Transport, VirtualClock
+from runtimes.logic import LogicRuntime
+from runtimes.ticker import TickLoop
+from test_offline import expected_sequencer_events
+
+PERIOD_120_NS = 60e9 / 120 / 24
+
+
+def run_ticks(count, on_tick=None, tempo_bpm=120.0):
+    clock = VirtualClock(start_ns=1_000_000_000)
+    transport = Transport(tempo_bpm, clock)
+    seen = []
+    done = threading.Event()
+
+    def tick(n, deadline_ns):
+        seen.append((n, deadline_ns, clock.now_ns()))
+        if on_tick:
+            on_tick(n, deadline_ns, transport)
+        if n + 1 == count:
+            loop.stop()
+            done.set()
+
+    loop = TickLoop(transport, clock, 24, tick)
+    loop.start(first_beat=0.0)
+    assert done.wait(30)
+    return seen, loop
+
+
+def test_deadlines_are_absolute_and_never_drift():
+    seen, loop = run_ticks(2000)
+    assert [n for n, _, _ in seen] == list(range(2000))
+    start = 1_000_000_000
+    assert [d for _, d, _ in seen] == [start + round(n * PERIOD_120_NS) for n in range(2000)]
+    assert all(now == d for _, d, now in seen)  # each tick ran at its deadline
+    stats = loop.stats()
+    assert stats["ticks"] == 2000 and stats["late_ticks"] == 0
+    assert stats["jitter_max_us"] == 0 and stats["drift_us"] == 0
+
+
+def test_tempo_change_applies_at_the_next_tick_without_a_phase_jump():
+    def change(n, deadline_ns, transport):
+        if n == 100:
+            transport.set_tempo(240.0, at_ns=deadline_ns)
+
+    seen, _ = run_ticks(200, change)
+    deadlines = [d for _, d, _ in seen]
+    assert [n for n, _, _ in seen] == list(range(200))  # no tick lost or doubled
+    spacing = [b - a for a, b in zip(deadlines, deadlines[1:])]
+    assert all(abs(s - PERIOD_120_NS) <= 1 for s in spacing[:100])
+    assert all(abs(s - PERIOD_120_NS / 2) <= 1 for s in spacing[100:])
+    assert deadlines[100] == 1_000_000_000 + round(100 * PERIOD_120_NS)
+
+
+def test_logic_runtime_plays_the_sequencer_exactly(project):
+    program = Program.from_compiled(compile_project(project("sequencer")))
+    clock = VirtualClock()
+    runtime = LogicRuntime({"ppqn": 24, "channel": 10}, transport=Transport(120.0, clock), clock=clock)
+    with runtime:
+        runtime.start(program, program.new_state())
+        while runtime.stats()["ticks"] < 200:
+            threading.Event().wait(0.01)
+    played = [e for e in runtime.events if e[0] < 192]
+    expected = [(t, 0x99 if kind == "note_on" else 0x89, note, 100 if kind == "note_on" else 64)
+                for t, kind, note in expected_sequencer_events(192)]
+    assert played == expected
+    # closing released what was sounding: every NoteOn met its NoteOff
+    on = set()
+    for _, status, note, vel in runtime.events:
+        if status & 0xF0 == 0x90:
+            on.add(note)
+        elif status & 0xF0 == 0x80:
+            on.discard(note)
+    assert on == set() and runtime.events[-1][1:] == (0xB9, 123, 0)
+    stats = runtime.stats()
+    assert stats["late_ticks"] == 0 and stats["jitter_max_us"] == 0 and stats["notes_on"] == 0
+
+
+def test_logic_runtime_swaps_at_a_tick_boundary_keeping_state(project):
+    seq = project("sequencer")
+    program = Program.from_compiled(compile_project(seq))
+    (seq / "patch.py").write_text((seq / "patch.py").read_text().replace("velocity = 100", "velocity = 50"))
+    louder = Program.from_compiled(compile_project(seq))
+    clock = VirtualClock()
+    runtime = LogicRuntime({"ppqn": 24, "channel": 1}, transport=Transport(120.0, clock), clock=clock)
+    with runtime:
+        runtime.start(program, program.new_state())
+        while runtime.stats()["ticks"] < 50:
+            threading.Event().wait(0.005)
+        lo = runtime.stats()["ticks"]
+        runtime.load(louder)
+        hi = runtime.stats()["ticks"]  # the swap happened between tick lo and tick hi
+        while runtime.stats()["ticks"] < hi + 50:
+            threading.Event().wait(0.005)
+    ons = [(t, note, vel) for t, status, note, vel in runtime.events if status == 0x90]
+    before = [o for o in ons if o[0] < lo - 1]
+    after = [o for o in ons if o[0] > hi]
+    assert before and after
+    assert {v for _, _, v in before} == {100} and {v for _, _, v in after} == {50}
+    # the step counter was carried: notes continue the 4-step cycle without restarting
+    notes = [n for _, n, _ in ons]
+    assert notes == [[36, 38, 42, 38][k % 4] for k in range(len(notes))]
+    assert runtime.stats()["swaps"] == 1
