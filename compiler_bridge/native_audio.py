@@ -298,12 +298,14 @@ def _fill_context(s, frames, start_ns):
 @_jit
 def _sanitise(buf, n):
     """Replace NaN/inf in ``buf[:n]`` by 0; return whether any was found."""
-    bad = False
+    bad = 0
     for i in range(n):
-        if not np.isfinite(buf[i]):
-            buf[i] = 0.0
-            bad = True
-    return bad
+        v = buf[i]
+        # v - v is 0 for finite v and NaN for NaN/inf: a branch-free test that vectorises
+        finite = (v - v) == 0.0
+        bad |= not finite
+        buf[i] = v if finite else np.float32(0.0)
+    return bad != 0
 
 
 @_jit
@@ -329,12 +331,16 @@ def _mix_voice(s, u, out, frames):
     width = s.channels_out
     buf = carray(as_voidptr(s.scratch + u * s.max_frames * width * 4), frames * width, np.float32)
     g, left = s.v_gain[u], s.v_left[u]
-    for i in range(frames):
-        if left > 0:
-            left -= 1
-            g = s.v_target[u] if left == 0 else g + s.v_step[u]
+    i = 0
+    while i < frames and left > 0:
+        left -= 1
+        g = s.v_target[u] if left == 0 else g + s.v_step[u]
         for c in range(width):
             out[i * width + c] += np.float32(g) * buf[i * width + c]
+        i += 1
+    steady = np.float32(g)  # constant gain after the ramp: a loop the compiler vectorises
+    for j in range(i * width, frames * width):
+        out[j] += steady * buf[j]
     s.v_gain[u], s.v_left[u] = g, left
     if left == 0 and s.v_target[u] == 0.0:
         s.v_active[u] = 0
@@ -345,12 +351,9 @@ def _clip(out, n):
     """Hard-clip ``out[:n]`` to +-1; return how many samples were clipped."""
     clipped = 0
     for i in range(n):
-        if out[i] > 1.0:
-            out[i] = 1.0
-            clipped += 1
-        elif out[i] < -1.0:
-            out[i] = -1.0
-            clipped += 1
+        v = out[i]
+        clipped += (v > 1.0) | (v < -1.0)
+        out[i] = min(max(v, np.float32(-1.0)), np.float32(1.0))
     return clipped
 
 

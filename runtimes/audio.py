@@ -28,7 +28,7 @@ from .base import BaseRuntime, RuntimeInitError
 log = logging.getLogger("livehost.runtimes.audio")
 
 ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
-POLL_S = 0.0005
+POLLS_PER_BLOCK = 4  # how often a waiting caller looks for the answer: few wake-ups, little delay
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ class AudioRuntime(BaseRuntime):
         self._stream: _Stream | None = None
         self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio failed to close
         self._load_mark = (0, 0)  # (kernel_ns, frames) at the last stats()
+        self._poll_s = 0.001  # set from the block length once the stream is open
 
     # --- lifecycle ---
 
@@ -183,6 +184,8 @@ class AudioRuntime(BaseRuntime):
         seq = engine.request_swap(program, np.ascontiguousarray(state), np.zeros((0, 3), np.int64))
         stream = _Stream(sd, config, engine)
         self.config, self._engine, self._stream = config, engine, stream
+        block_s = (config.block_frames or 256) / config.sample_rate
+        self._poll_s = max(block_s, stream.latency_s() / 2) / POLLS_PER_BLOCK
         try:
             stream.start()
             self._wait("swap", seq, "start playing")
@@ -220,7 +223,9 @@ class AudioRuntime(BaseRuntime):
         seq = engine.request_close()
         if not self._answered("close", seq):
             log.warning("audio: the stream did not fade out in time; closing anyway")
-        if not stream.close():
+        if stream.close():
+            self._stream = None  # PortAudio holds no pointer into it any more
+        else:
             self._graveyard.append((stream, engine))
 
     # --- statistics ---
@@ -250,7 +255,7 @@ class AudioRuntime(BaseRuntime):
         while not self._engine.acked(kind, seq):
             if time.monotonic() > deadline:
                 return False
-            time.sleep(POLL_S)
+            time.sleep(self._poll_s)
         return True
 
     def _wait(self, kind: str, seq: int, what: str) -> None:
