@@ -1,0 +1,90 @@
+"""The livehost command, run as a user would: exit codes and one-line errors."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+LIVEHOST = [sys.executable, "-m", "host.cli"]
+
+
+def livehost(*args, timeout=120):
+    return subprocess.run([*LIVEHOST, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_new_compile_and_errors(tmp_path):
+    proj = tmp_path / "mine"
+    assert livehost("new", proj).returncode == 0
+    done = livehost("compile", proj)
+    assert done.returncode == 0 and "compiled " in done.stdout and "(audio, midi)" in done.stdout
+    assert livehost("new", proj).returncode == 1  # never overwrites a project
+    patch = proj / "patch.py"
+    patch.write_text(patch.read_text().replace("s.freq_hz / ctx.sample_rate", "s.freq_hz / ctx.sample_rat"))
+    bad = livehost("compile", proj)
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in bad.stderr
+    assert lines[0].startswith(f"{patch}:") and "sample_rat" in lines[0]
+    missing = livehost("compile", tmp_path / "nothing")
+    assert missing.returncode == 1 and "not a livehost project" in missing.stderr
+
+
+def run_headless(proj, *extra):
+    return subprocess.Popen([*LIVEHOST, "run", str(proj), "--headless", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_run_for_a_duration_then_exit_cleanly(project):
+    seq = project("sequencer")
+    proc = run_headless(seq, "--runtime", "logic", "--duration", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    for line in ("Requesting runtime: logic", "Loaded runtime from registry: logic",
+                 "Successfully initialized runtime: logic", "Destroying runtime: logic"):
+        assert line in err
+    assert "ticks " in err.splitlines()[-1]
+    assert (seq / ".livehost" / "state.npz").exists()
+
+
+def test_run_recompiles_on_save_and_stops_on_sigterm(project):
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "logic"'))
+    proc = run_headless(seq)
+    try:
+        compiled = seq / ".livehost" / "compiled.json"
+        wait_for_file_text(compiled, '"source_hash"')
+        first = compiled.read_text()
+        patch = seq / "patch.py"
+        patch.write_text(patch.read_text().replace("velocity = 100", "velocity = 70"))
+        wait_for(lambda: compiled.read_text() != first)
+        patch.write_text(patch.read_text() + "\nthis is not python\n")
+        wait_for(lambda: (seq / ".livehost" / "error.json").exists())
+        time.sleep(1.0)  # let the host's watcher pick both up before stopping
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Swapped program" in err
+    assert f"Compile failed: {seq / 'patch.py'}:21: NameError: name 'this' is not defined" in err
+    assert "Destroying runtime: logic" in err and "Traceback" not in err
+
+
+def wait_for(predicate, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def wait_for_file_text(path, text):
+    wait_for(lambda: path.exists() and text in path.read_text())
+
+
+@pytest.mark.jack
+def test_devices_lists_the_jack_system_device():
+    done = livehost("devices")
+    assert done.returncode == 0, done.stderr
+    assert "system" in done.stdout and "MIDI (Jack)" in done.stdout
