@@ -312,6 +312,30 @@ def test_block_longer_than_scratch_is_rendered_in_chunks(dc_programs):
     assert engine.stats()["blocks"] == 4  # 64 + 64 + 64 + 8 frames
 
 
+BEAT_PATCH = '''
+class State:
+    unused = 0.0
+
+
+def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = ctx.beat / 100.0  # scaled into the +-1 the output is clipped to
+        out[i, 1] = ctx.tempo_bpm / 1000.0
+'''
+
+
+def test_kernel_sees_the_transport_beat_and_tempo(tmp_path):
+    program = Program.from_compiled(compile_project(_write_project(tmp_path, "beat", "", BEAT_PATCH)))
+    engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
+    engine.set_transport(90.0, 8.0, time.monotonic_ns())
+    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    first = _play(engine, 1, channels=2)[0] * 100.0
+    out = np.zeros((64, 2), np.float32)
+    _CALLBACK(None, out.ctypes.data, 64, None, 0, engine.address)
+    assert out[0, 1] == np.float32(0.09)
+    assert 7.999 <= first <= out[0, 0] * 100.0 < 8.0 + 90.0 / 60.0  # beats advance at the tempo from the anchor
+
+
 # --- through PortAudio and JACK --------------------------------------------------------
 
 
