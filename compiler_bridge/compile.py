@@ -55,6 +55,7 @@ STATE_DTYPE = _np.dtype({state_dtype!r}, align=True)
 
 AUDIO_TEMPLATE = '''
 _audio = _numba.njit(nogil=True, error_model="numpy")(patch.audio)
+_audio_checked = _numba.njit(boundscheck=True, error_model="python")(patch.audio)  # test run only
 
 
 @_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy")
@@ -71,6 +72,7 @@ def audio_entry(state_p, ctx_p, in_p, out_p, ev_p):
 
 MIDI_TEMPLATE = '''
 _midi = _numba.njit(nogil=True, error_model="numpy")(patch.midi)
+_midi_checked = _numba.njit(boundscheck=True, error_model="python")(patch.midi)  # test run only
 
 
 @_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy")
@@ -262,16 +264,6 @@ def _check_field_names(config: ProjectConfig, layout: StateLayout) -> None:
 # --- the test run --------------------------------------------------------------
 
 
-class _Unraisable:
-    """Collects exceptions that a cfunc reported (it cannot raise)."""
-
-    def __init__(self):
-        self.seen: list[BaseException] = []
-
-    def __call__(self, unraisable):
-        self.seen.append(unraisable.exc_value)
-
-
 def test_context(config: ProjectConfig) -> tuple[int, int, int]:
     """Sample rate, block frames and output channels to test-run with."""
     entry = next((e for e in config.runtime_settings if e.get("runtime") in ("audio", "offline")), {})
@@ -279,43 +271,57 @@ def test_context(config: ProjectConfig) -> tuple[int, int, int]:
 
 
 def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
+    """Run each kernel on fresh default state, twice over.
+
+    First a bounds-checked build called from Python: an out-of-range index
+    or an exception is reported with its line instead of corrupting memory
+    later in the audio thread. Then the real entry point, as a runtime calls
+    it: NaN/inf output or state, and per-block time, are checked.
+    """
     import ctypes
 
     sample_rate, block_frames, channels = test_context(config)
     kernel_fn = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
-    hook = _Unraisable()
-    old_hook, sys.unraisablehook = sys.unraisablehook, hook
-    try:
-        for kernel, address in addresses.items():
-            fn = kernel_fn(address)
-            state = layout.defaults()
-            ev = abi.new_events()
-            out = np.zeros((block_frames, channels), np.float32)
-            inp = np.zeros((block_frames, 1), np.float32)
-            ctx = abi.new_context(sample_rate=sample_rate, block_frames=block_frames, channels_out=channels,
-                                  tempo_bpm=config.tempo_bpm, ppqn=24)
-            n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
-            times = []
-            for i in range(n_calls):
-                ctx["tick"] = i
-                ctx["frame_time"] = i * block_frames
-                ctx["beat"] = i / 24.0
-                ev[0, abi.EVENT_HEADER_COUNT] = 0
-                t0 = time.perf_counter()
-                ok = fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
-                times.append(time.perf_counter() - t0)
-                if not ok or hook.seen:
-                    exc = hook.seen[0] if hook.seen else RuntimeError("kernel failed")
-                    err = _patch_error_from(exc, shown, real)
-                    raise PatchError(shown, err.line, f"{kernel}() raised {err.message} in the test run")
-                if kernel == "audio" and not np.isfinite(out).all():
-                    raise PatchError(shown, _line_of_def(build_mod.patch, kernel),
-                                     f"audio() wrote NaN or inf in test block {i}")
-                _check_state(layout, state, kernel, i, shown, build_mod.patch)
-                if kernel == "audio" and i >= 3:  # the first call may page memory in
-                    _check_block_time(times[1:], block_frames, sample_rate, shown, build_mod.patch)
-    finally:
-        sys.unraisablehook = old_hook
+    for kernel, address in addresses.items():
+        n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
+        checked = getattr(build_mod, f"_{kernel}_checked")
+        state, ctx, inp, out, ev = _test_buffers(config, layout, sample_rate, block_frames, channels)
+        for i in range(n_calls):
+            _next_call(ctx, ev, i, block_frames)
+            args = (inp[:, :0], out) if kernel == "audio" else (ev,)
+            try:
+                checked(state[0], ctx[0], *args)
+            except Exception as exc:
+                err = _patch_error_from(exc, shown, real)
+                line = err.line or _line_of_def(build_mod.patch, kernel)
+                raise PatchError(shown, line, f"{kernel}() raised {err.message} in the test run") from None
+
+        fn = kernel_fn(address)
+        state, ctx, inp, out, ev = _test_buffers(config, layout, sample_rate, block_frames, channels)
+        times = []
+        for i in range(n_calls):
+            _next_call(ctx, ev, i, block_frames)
+            t0 = time.perf_counter()
+            fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
+            times.append(time.perf_counter() - t0)
+            if kernel == "audio" and not np.isfinite(out).all():
+                raise PatchError(shown, _line_of_def(build_mod.patch, kernel),
+                                 f"audio() wrote NaN or inf in test block {i}")
+            _check_state(layout, state, kernel, i, shown, build_mod.patch)
+            if kernel == "audio" and i >= 3:  # the first call may page memory in
+                _check_block_time(times[1:], block_frames, sample_rate, shown, build_mod.patch)
+
+
+def _test_buffers(config, layout, sample_rate, block_frames, channels):
+    ctx = abi.new_context(sample_rate=sample_rate, block_frames=block_frames, channels_out=channels,
+                          tempo_bpm=config.tempo_bpm, ppqn=24)
+    return (layout.defaults(), ctx, np.zeros((block_frames, 1), np.float32),
+            np.zeros((block_frames, channels), np.float32), abi.new_events())
+
+
+def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, block_frames: int) -> None:
+    ctx["tick"], ctx["frame_time"], ctx["beat"] = i, i * block_frames, i / 24.0
+    ev[0, abi.EVENT_HEADER_COUNT] = 0
 
 
 def _check_block_time(times: list[float], block_frames: int, sample_rate: int, shown, patch_mod) -> None:

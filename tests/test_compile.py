@@ -90,7 +90,7 @@ def test_unknown_runtime_compiles_with_a_warning(project):
 def worker():
     from conftest import SESSION_PIDS
 
-    w = CompileWorker(timeout_s=8.0).start()
+    w = CompileWorker(timeout_s=120.0).start()
     SESSION_PIDS.add(w.pid)
     yield w
     w.close()
@@ -108,16 +108,15 @@ def test_worker_compiles_and_reports_errors(worker, project):
     SESSION_PIDS.add(worker.pid)
 
 
-def test_worker_survives_a_kernel_that_never_returns(worker, project):
-    from conftest import SESSION_PIDS
-
+def test_worker_survives_a_kernel_that_never_returns(project):
     sine = project("sine")
     (sine / "patch.py").write_text(SINE_HEAD + "def audio(s, ctx, inp, out):\n    while s.freq_hz > 0:\n"
                                    "        s.freq_hz += 1.0\n")
-    hung = worker.compile(sine)
-    assert not hung.ok and "did not return within 8 s" in hung.text
-    assert json.loads((sine / ".livehost" / "error.json").read_text())["message"] == hung.error["message"]
-    assert worker.restarts == 1
-    (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
-    assert worker.compile(sine).ok  # a fresh worker took over
-    SESSION_PIDS.add(worker.pid)
+    with CompileWorker(timeout_s=8.0) as worker:
+        hung = worker.compile(sine)
+        assert not hung.ok and "did not return within 8 s" in hung.text
+        assert json.loads((sine / ".livehost" / "error.json").read_text())["message"] == hung.error["message"]
+        assert worker.restarts == 1
+        worker.timeout_s = 120.0
+        (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
+        assert worker.compile(sine).ok  # a fresh worker took over
