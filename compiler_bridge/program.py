@@ -7,6 +7,7 @@ keeps the build's module alive, since native code holds its addresses.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -19,12 +20,15 @@ from .state import StateLayout
 
 
 def load_build(build_dir: Path, digest: str) -> ModuleType:
-    """Import ``<build_dir>/entry.py`` under a name unique to its hash.
+    """Import ``<build_dir>/entry.py`` under a name unique to that folder.
 
     Its cfuncs load from numba's cache in the build folder when the compile
-    worker already compiled them; importing twice returns the same module.
+    worker already compiled them (numba's cache records the module name, so
+    worker and host derive it the same way); importing twice returns the
+    same module. Two projects with identical sources still get a build each.
     """
-    name = f"livehost_build_{digest}"
+    folder = hashlib.sha256(str(Path(build_dir).resolve()).encode()).hexdigest()[:8]
+    name = f"livehost_build_{digest}_{folder}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, Path(build_dir) / "entry.py")

@@ -30,6 +30,14 @@ def test_compile_writes_an_immutable_build(project):
     assert set(program.kernels) == {"audio"} and program.kernels["audio"] > 0
 
 
+def test_identical_projects_each_get_their_own_cached_build(project):
+    a, b = compile_project(project("sine", "a")), compile_project(project("sine", "b"))
+    assert a["source_hash"] == b["source_hash"] and a["build_dir"] != b["build_dir"]
+    for compiled in (a, b):
+        assert any(p.suffix == ".nbc" for p in (Path(compiled["build_dir"]) / "__pycache__").iterdir())
+        assert Program.from_compiled(compiled).kernels["audio"] > 0
+
+
 def test_a_save_after_compile_cannot_change_the_build(project):
     sine = project("sine")
     compiled = compile_project(sine)
