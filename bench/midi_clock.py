@@ -63,7 +63,11 @@ def _sleep_loop(port, period_s: float, ticks: int) -> None:
 
 
 def _figures(frames: np.ndarray, bpm: float, ticks: int) -> dict[str, float]:
-    """Jitter (ms) of clock intervals and drift (ppm) over the span."""
+    """Jitter (ms) of clock intervals and drift (ppm) over the span.
+
+    ``ticks`` is how many clock bytes the capture client saw; fewer than asked
+    means it missed some (a missed byte shows as a doubled interval).
+    """
     frames = frames[:ticks]
     period = RATE * 60.0 / (bpm * 24)
     dev_ms = np.abs(np.diff(frames) - period) / RATE * 1e3
@@ -101,6 +105,7 @@ def _pass(program: Program, ticks: int, label: str) -> dict[str, dict]:
     finally:
         for rt in runtimes:
             rt.close()
+        own = {bpm: rt.stats() for bpm, rt in zip(TEMPOS, runtimes)}
         for port in ports:
             port.close()
         recorded = {key: cap.stop() for key, cap in caps.items()}
@@ -108,6 +113,11 @@ def _pass(program: Program, ticks: int, label: str) -> dict[str, dict]:
     for (who, bpm), events in recorded.items():
         frames = np.array([f for f, d in events if d == [0xF8]], np.int64)
         out[f"{who}_{int(bpm)}"] = _figures(frames, bpm, ticks)
+        if who == "livehost" and bpm in own:
+            # the runtime's own view on JACK's frame timeline: tells a late tick
+            # from an event the Python capture client missed under load
+            out[f"{who}_{int(bpm)}"].update(runtime_late_ticks=own[bpm]["late_ticks"],
+                                            runtime_jitter_p99_us=own[bpm]["jitter_p99_us"])
         print(label, who, bpm, out[f"{who}_{int(bpm)}"], flush=True)
     return out
 
