@@ -16,6 +16,7 @@ import re
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba
@@ -264,10 +265,20 @@ def _check_field_names(config: ProjectConfig, layout: StateLayout) -> None:
 # --- the test run --------------------------------------------------------------
 
 
-def test_context(config: ProjectConfig) -> tuple[int, int, int]:
-    """Sample rate, block frames and output channels to test-run with."""
-    entry = next((e for e in config.runtime_settings if e.get("runtime") in ("audio", "offline")), {})
-    return (entry.get("sample_rate") or 48000, entry.get("block_frames") or 256, entry.get("channels_out") or 2)
+@dataclass(frozen=True)
+class RunShape:
+    """What a test run feeds an audio kernel: the first audio/offline entry's."""
+
+    sample_rate: int = 48000
+    block_frames: int = 256
+    channels_in: int = 0
+    channels_out: int = 2
+
+    @classmethod
+    def of(cls, config: ProjectConfig) -> "RunShape":
+        entry = next((e for e in config.runtime_settings if e.get("runtime") in ("audio", "offline")), {})
+        return cls(entry.get("sample_rate") or 48000, entry.get("block_frames") or 256,
+                   entry.get("channels_in") or 0, entry.get("channels_out") or 2)
 
 
 def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
@@ -280,15 +291,15 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
     """
     import ctypes
 
-    sample_rate, block_frames, channels = test_context(config)
+    shape = RunShape.of(config)
     kernel_fn = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
     for kernel, address in addresses.items():
         n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
         checked = getattr(build_mod, f"_{kernel}_checked")
-        state, ctx, inp, out, ev = _test_buffers(config, layout, sample_rate, block_frames, channels)
+        state, ctx, inp, out, ev = _test_buffers(config, layout, shape)
         for i in range(n_calls):
-            _next_call(ctx, ev, i, block_frames)
-            args = (inp[:, :0], out) if kernel == "audio" else (ev,)
+            _next_call(ctx, ev, i, shape.block_frames)
+            args = (inp[:, : shape.channels_in], out) if kernel == "audio" else (ev,)
             try:
                 checked(state[0], ctx[0], *args)
             except Exception as exc:
@@ -297,10 +308,10 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                 raise PatchError(shown, line, f"{kernel}() raised {err.message} in the test run") from None
 
         fn = kernel_fn(address)
-        state, ctx, inp, out, ev = _test_buffers(config, layout, sample_rate, block_frames, channels)
+        state, ctx, inp, out, ev = _test_buffers(config, layout, shape)
         times = []
         for i in range(n_calls):
-            _next_call(ctx, ev, i, block_frames)
+            _next_call(ctx, ev, i, shape.block_frames)
             t0 = time.perf_counter()
             fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
             times.append(time.perf_counter() - t0)
@@ -309,14 +320,15 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                                  f"audio() wrote NaN or inf in test block {i}")
             _check_state(layout, state, kernel, i, shown, build_mod.patch)
             if kernel == "audio" and i >= 3:  # the first call may page memory in
-                _check_block_time(times[1:], block_frames, sample_rate, shown, build_mod.patch)
+                _check_block_time(times[1:], shape, shown, build_mod.patch)
 
 
-def _test_buffers(config, layout, sample_rate, block_frames, channels):
-    ctx = abi.new_context(sample_rate=sample_rate, block_frames=block_frames, channels_out=channels,
+def _test_buffers(config, layout, shape: RunShape):
+    ctx = abi.new_context(sample_rate=shape.sample_rate, block_frames=shape.block_frames,
+                          channels_in=shape.channels_in, channels_out=shape.channels_out,
                           tempo_bpm=config.tempo_bpm, ppqn=24)
-    return (layout.defaults(), ctx, np.zeros((block_frames, 1), np.float32),
-            np.zeros((block_frames, channels), np.float32), abi.new_events())
+    return (layout.defaults(), ctx, np.zeros((shape.block_frames, max(shape.channels_in, 1)), np.float32),
+            np.zeros((shape.block_frames, shape.channels_out), np.float32), abi.new_events())
 
 
 def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, block_frames: int) -> None:
@@ -324,8 +336,9 @@ def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, block_frames: int) -> No
     ev[0, abi.EVENT_HEADER_COUNT] = 0
 
 
-def _check_block_time(times: list[float], block_frames: int, sample_rate: int, shown, patch_mod) -> None:
+def _check_block_time(times: list[float], shape: RunShape, shown, patch_mod) -> None:
     """Reject a kernel whose typical block takes longer than a block lasts."""
+    block_frames, sample_rate = shape.block_frames, shape.sample_rate
     block_s = block_frames / sample_rate
     typical = sorted(times)[len(times) // 2]
     if typical > block_s:
