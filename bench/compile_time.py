@@ -1,0 +1,81 @@
+"""Compile times of examples/sine: cold and warm, in the worker, and the
+host's load of a finished build, measured side by side in one run.
+
+Prints one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from compiler_bridge.worker import CompileWorker
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD_SNIPPET = """
+import json, sys, time
+from compiler_bridge.program import Program
+times = []
+for path in sys.argv[1:]:
+    t0 = time.perf_counter()
+    Program.from_compiled(json.load(open(path)))
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def edit(patch: Path, freq: float) -> None:
+    text = patch.read_text()
+    start = text.index("freq_hz = ") + len("freq_hz = ")
+    end = text.index("\n", start)
+    patch.write_text(text[:start] + repr(freq) + text[end:])
+
+
+def main(rounds: int = 5) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "sine"
+        shutil.copytree(ROOT / "examples" / "sine", project)
+        t0 = time.perf_counter()
+        with CompileWorker() as worker:
+            start_s = time.perf_counter() - t0
+            cold = worker.compile(project)
+            assert cold.ok, cold.text
+            (Path(tmp) / "first.json").write_text(json.dumps(cold.compiled))
+            warm = []
+            for i in range(rounds):
+                edit(project / "patch.py", 440.0 + 10 * (i + 1))
+                result = worker.compile(project)
+                assert result.ok, result.text
+                warm.append(result.seconds)
+        loads = []
+        for _ in range(3):
+            out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, str(Path(tmp) / "first.json"),
+                                  str(project / ".livehost" / "compiled.json")],
+                                 capture_output=True, text=True, check=True)
+            loads.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    figures = {
+        "worker_start_s": round(start_s, 3),
+        "cold_compile_s": round(cold.seconds, 3),
+        "warm_compile_s": round(statistics.median(warm), 3),
+        "host_first_load_s": round(statistics.median(x[0] for x in loads), 4),
+        "host_load_s": round(statistics.median(x[1] for x in loads), 4),
+        "warm_vs_cold_ratio": round(statistics.median(warm) / cold.seconds, 3),
+        "host_load_vs_warm_compile_ratio": round(statistics.median(x[1] for x in loads) / statistics.median(warm), 4),
+    }
+    print(f"worker start (import numba, warm-up)  {figures['worker_start_s']:.3f} s")
+    print(f"cold compile + test run of sine       {figures['cold_compile_s']:.3f} s")
+    print(f"warm recompile after an edit (median) {figures['warm_compile_s']:.3f} s")
+    print(f"host: first kernel load in a process  {figures['host_first_load_s']:.4f} s")
+    print(f"host: later kernel loads              {figures['host_load_s']:.4f} s")
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
