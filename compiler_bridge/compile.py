@@ -54,48 +54,43 @@ _spec.loader.exec_module(patch)
 STATE_DTYPE = _np.dtype({state_dtype!r}, align=True)
 '''
 
-AUDIO_TEMPLATE = '''
-_audio = _numba.njit(nogil=True, error_model="numpy")(patch.audio)
-_audio_checked = _numba.njit(boundscheck=True, error_model="python")(patch.audio)  # test run only
+KERNEL_TEMPLATE = '''
+_{name} = _numba.njit(nogil=True, error_model="numpy")(patch.{name})
+_{name}_checked = _numba.njit(boundscheck=True, error_model="python")(patch.{name})  # test run only
 
 
 @_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy")
-def audio_entry(state_p, ctx_p, in_p, out_p, ev_p):
+def {name}_entry(state_p, ctx_p, in_p, out_p, ev_p):
     ctx = _carray(ctx_p, 1, _CTX)[0]
     s = _carray(state_p, 1, STATE_DTYPE)[0]
+{views}
+    _{name}(s, ctx, {args})
+    return 1
+'''
+
+# How each kernel sees the raw buffers: views over them, then its arguments.
+KERNEL_VIEWS = {
+    "audio": ('''\
     n = ctx.block_frames
     inp = _carray(in_p, (n, max(ctx.channels_in, 1)), _np.float32)[:, : ctx.channels_in]
-    out = _carray(out_p, (n, ctx.channels_out), _np.float32)
-    ev = _carray(ev_p, (_EVCAP + 1, 3), _np.int32)
-    _audio(s, ctx, inp, out)
-    return 1
-'''
-
-MIDI_TEMPLATE = '''
-_midi = _numba.njit(nogil=True, error_model="numpy")(patch.midi)
-_midi_checked = _numba.njit(boundscheck=True, error_model="python")(patch.midi)  # test run only
-
-
-@_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy")
-def midi_entry(state_p, ctx_p, in_p, out_p, ev_p):
-    ctx = _carray(ctx_p, 1, _CTX)[0]
-    s = _carray(state_p, 1, STATE_DTYPE)[0]
-    ev = _carray(ev_p, (_EVCAP + 1, 3), _np.int32)
-    _midi(s, ctx, ev)
-    return 1
-'''
+    out = _carray(out_p, (n, ctx.channels_out), _np.float32)''', "inp, out"),
+    "midi": ('''\
+    ev = _carray(ev_p, (_EVCAP + 1, 3), _np.int32)''', "ev"),
+}
 
 
 def livehost_dir(project_dir: Path) -> Path:
     return Path(project_dir) / ".livehost"
 
 
-def source_hash(project_dir: Path) -> str:
+def source_hash(config_text: str, patch_source: str) -> str:
+    """Hash of what a build is made of: the sources and the generated code."""
     h = hashlib.sha256()
-    for name in (CONFIG_NAME, PATCH_NAME):
-        h.update((Path(project_dir) / name).read_bytes())
+    for text in (config_text, patch_source):
+        h.update(text.encode())
         h.update(b"\0")
     h.update(f"abi{abi.ABI_VERSION} numba{numba.__version__} py{sys.version_info[:2]}".encode())
+    h.update((ENTRY_TEMPLATE + KERNEL_TEMPLATE + repr(KERNEL_VIEWS)).encode())  # generated code is part of a build
     return h.hexdigest()[:16]
 
 
@@ -200,15 +195,15 @@ def _compile(project_dir: Path) -> dict:
         raise PatchError(patch_path, _line_of(source, "class State"), str(exc)) from None
     _check_field_names(config, layout)
 
-    digest = source_hash(project_dir)
+    digest = source_hash(config.text, source)
     build = livehost_dir(project_dir) / "build" / digest
-    build.mkdir(parents=True, exist_ok=True)
-    (build / PATCH_NAME).write_bytes((project_dir / PATCH_NAME).read_bytes())
     entry = ENTRY_TEMPLATE.format(state_dtype=layout.dtype.descr)
-    entry += "".join({"audio": AUDIO_TEMPLATE, "midi": MIDI_TEMPLATE}[k] for k in kernels)
-    entry_path = build / "entry.py"
-    if not entry_path.exists() or entry_path.read_text() != entry:
-        entry_path.write_text(entry)
+    entry += "".join(KERNEL_TEMPLATE.format(name=k, views=KERNEL_VIEWS[k][0], args=KERNEL_VIEWS[k][1])
+                     for k in kernels)
+    if not (build / "entry.py").exists():  # same hash, same files: an existing build is never rewritten
+        build.mkdir(parents=True, exist_ok=True)
+        (build / PATCH_NAME).write_text(source, encoding="utf-8")  # the very text that was checked
+        (build / "entry.py").write_text(entry)
 
     compiled = {
         "schema_version": SCHEMA_VERSION,

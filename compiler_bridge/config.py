@@ -38,6 +38,7 @@ class ProjectConfig:
     runtime_settings: list[dict[str, Any]]  # resolved: defaults merged
     warnings: list[str] = field(default_factory=list)
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)
+    text: str = field(default="", repr=False)  # the file as read
 
     def line_of(self, *key) -> int | None:
         return self.lines.get(tuple(key))
@@ -134,4 +135,4 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
             f"(0..{len(resolved) - 1}); the default runtime is used"
         )
     return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
-                         float(tempo), resolved, warnings, lines)
+                         float(tempo), resolved, warnings, lines, text)
