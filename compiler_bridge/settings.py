@@ -143,7 +143,7 @@ MIDI = RuntimeSchema(
     checks={"output": text(), "connect_to": text(), "input": text(),
             "tempo_bpm": number(20.0, 999.0, optional=True), "ppqn": integer(24, 960, multiple_of=24),
             "send_clock": boolean, "send_transport": boolean, "channel": integer(1, 16),
-            "backend": text(optional=False, choices=("auto", "jack", "native", "alsa", "rtmidi_jack", "dummy")),
+            "backend": text(optional=False, choices=("auto", "jack", "native", "alsa", "rtmidi_jack")),
             "cc_map": field_map, "note_field": text(), "velocity_field": text()},
     live_keys=frozenset({"tempo_bpm", "cc_map", "note_field", "velocity_field", "channel", "send_clock"}),
 )

@@ -160,15 +160,16 @@ def cmd_run(args) -> int:
             else:
                 log.error("Compile failed: %s", result.text)
 
-        recompile()
-        with Host(project, runtime=args.runtime, restore_state=True) as host, \
-                DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
-            show = None if args.headless or not sys.stderr.isatty() else (
-                lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
-            _wait_for_stop(args.duration, tick=show)
-            if show:
-                print(file=sys.stderr)
-            final = host.status()
+        # Watch before the first compile, so that a save during start-up is not missed.
+        with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
+            recompile()
+            with Host(project, runtime=args.runtime, restore_state=True) as host:
+                show = None if args.headless or not sys.stderr.isatty() else (
+                    lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
+                _wait_for_stop(args.duration, tick=show)
+                if show:
+                    print(file=sys.stderr)
+                final = host.status()
     log.info("Stopped: %s", status_line(final))
     return 0
 

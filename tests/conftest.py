@@ -92,11 +92,25 @@ def _children() -> set[int]:
 _ALLOWED_THREAD_PREFIXES = ("livehost-session", "ThreadPoolExecutor", "pydevd", "watchdog-session")
 
 
+def _open_files() -> set[str]:
+    """Regular files this process holds open (sockets, pipes, devices left out)."""
+    files = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+            files.add(f"{fd.name} -> {target}")
+    return files
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request):
-    """Fail a test that leaves a thread or a child process behind."""
+    """Fail a test that leaves a thread, a child process or an open file behind."""
     threads_before = set(threading.enumerate())
     children_before = _children()
+    files_before = _open_files()
     yield
     deadline = time.monotonic() + 5
     while True:
@@ -104,8 +118,10 @@ def no_leaks(request):
                   and not t.name.startswith(_ALLOWED_THREAD_PREFIXES)]
         new_children = {p for p in _children() - children_before - SESSION_PIDS if Path(f"/proc/{p}").exists()
                         and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]}
-        if not leaked and not new_children or time.monotonic() > deadline:
+        new_files = _open_files() - files_before
+        if not leaked and not new_children and not new_files or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
     assert not new_children, f"leaked child processes: {sorted(new_children)}"
+    assert not new_files, f"leaked open files: {sorted(new_files)}"

@@ -88,3 +88,33 @@ def test_devices_lists_the_jack_system_device():
     done = livehost("devices")
     assert done.returncode == 0, done.stderr
     assert "system" in done.stdout and "MIDI (Jack)" in done.stdout
+
+
+@pytest.mark.jack
+def test_sigterm_mid_note_ends_every_note_and_sends_stop(project):
+    from jack_midi_capture import Capture
+
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace("channel = 10", 'channel = 10\nconnect_to = "termcap:in"\n'
+                                             "tempo_bpm = 300.0"))
+    with Capture("termcap") as cap:
+        proc = run_headless(seq)
+        try:
+            wait_for_file_text(seq / ".livehost" / "compiled.json", '"source_hash"')
+            time.sleep(2.0)  # some notes played
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        events = cap.stop()
+    assert proc.returncode == 0, err
+    assert "Successfully initialized runtime: midi" in err
+    statuses = [d[0] for _, d in events]
+    assert statuses[0] == 0xFA and statuses[-1] == 0xFC  # Start first, Stop last
+    sounding = set()
+    for _, d in events:
+        if d[0] == 0x99 and d[2]:
+            sounding.add(d[1])
+        elif d[0] == 0x89:
+            sounding.discard(d[1])
+    assert statuses.count(0x99) >= 4 and sounding == set()
