@@ -5,6 +5,7 @@ import sys
 
 import mido
 import numpy as np
+import pytest
 import soundfile as sf
 
 from compiler_bridge.compile import compile_project
@@ -95,3 +96,14 @@ def test_cli_render_writes_both_kinds(project, tmp_path):
         assert f"rendered 1 s to {tmp_path / name}" in done.stdout
     assert sf.info(str(tmp_path / "out.wav")).frames == 48000
     assert len(mido.MidiFile(tmp_path / "out.mid").tracks[0]) > 10
+
+
+@pytest.mark.parametrize("name", ["sine", "sequencer", "switch", "fm", "input_effect"])
+def test_every_example_compiles_and_renders(project, tmp_path, name):
+    compiled = compile_project(project(name))
+    program = Program.from_compiled(compiled)
+    assert compiled["warnings"] == []
+    for kernel, suffix in (("audio", ".wav"), ("midi", ".mid")):
+        if program.has(kernel):
+            out = render(program, tmp_path / f"{name}{suffix}", 1.0)
+            assert out.stat().st_size > 100
