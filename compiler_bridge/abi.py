@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 ABI_VERSION = 1
@@ -101,19 +102,54 @@ def as_voidptr(typingctx, address):
     return types.voidptr(address), codegen
 
 
-@intrinsic
-def call_kernel(typingctx, address, state, ctx, inp, out, events):
-    """Call the kernel entry at integer *address* with five ``void *``."""
-    if not isinstance(address, types.Integer):
-        return None
+_C_TYPES = {"i32": ir.IntType(32), "u32": ir.IntType(32), "i64": ir.IntType(64), "ptr": ir.IntType(8).as_pointer()}
+_RESULTS = {"void": types.none, "i32": types.int32, "u32": types.int64, "i64": types.int64, "ptr": types.int64}
 
-    def codegen(context, builder, signature, args):
-        ptr = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.IntType(32), [ptr] * 5)
-        fn = builder.inttoptr(args[0], fnty.as_pointer())
-        return builder.call(fn, list(args[1:]))
 
-    return types.int32(address, *(types.voidptr,) * 5), codegen
+def native_function(restype: str, *argtypes: str):
+    """Return a numba intrinsic that calls a C function by its integer address.
+
+    ``f = native_function("i32", "ptr", "i32")`` is called in numba code as
+    ``f(address, a, b)``. Kinds: ``"i32"``/``"u32"`` (a C int; arguments are
+    truncated or zero-extended, a ``"u32"`` result comes back as int64),
+    ``"i64"``, ``"ptr"`` (an integer address or a ``void *``; a result comes
+    back as an int64 address) and ``"void"`` for no result. Compiled code
+    that uses it holds no ctypes object, so numba can cache it.
+    """
+    result = _RESULTS[restype]
+
+    @intrinsic
+    def call(typingctx, address, *args):
+        if not isinstance(address, types.Integer) or len(args) != len(argtypes) or not all(
+                isinstance(a, types.Integer | types.RawPointer) for a in args):
+            return None
+
+        def codegen(context, builder, signature, llargs):
+            restype_ir = ir.VoidType() if restype == "void" else _C_TYPES[restype]
+            fn = builder.inttoptr(llargs[0], ir.FunctionType(restype_ir, [_C_TYPES[k] for k in argtypes]).as_pointer())
+            out = builder.call(fn, [_to_c(builder, value, _C_TYPES[kind])
+                                    for kind, value in zip(argtypes, cgutils.unpack_tuple(builder, llargs[1]))])
+            if restype == "void":
+                return context.get_dummy_value()
+            if restype == "u32":
+                return builder.zext(out, ir.IntType(64))
+            return builder.ptrtoint(out, ir.IntType(64)) if restype == "ptr" else out
+
+        return result(address, types.StarArgTuple.from_types(args)), codegen
+
+    return call
+
+
+def _to_c(builder, value, want):
+    if isinstance(want, ir.PointerType):
+        return value if value.type == want else builder.inttoptr(value, want)
+    if value.type.width > want.width:
+        return builder.trunc(value, want)
+    return builder.zext(value, want) if value.type.width < want.width else value
+
+
+# The kernel entry point (see the module docstring) called by address.
+call_kernel = native_function("i32", "ptr", "ptr", "ptr", "ptr", "ptr")
 
 
 @numba.njit(cache=True, nogil=True)

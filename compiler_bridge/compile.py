@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from . import abi
-from .config import CONFIG_NAME, PATCH_NAME, ProjectConfig, load_config
+from .config import PATCH_NAME, ProjectConfig, load_config
 from .errors import ConfigError, PatchError
 from .program import load_build
 from .state import StateLayout

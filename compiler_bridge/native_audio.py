@@ -47,6 +47,7 @@ from .abi import (
     as_voidptr,
     call_kernel,
     carry_state,
+    native_function,
     new_context,
     new_events,
 )
@@ -173,19 +174,7 @@ def _release(typingctx):
     return types.void(), codegen
 
 
-@intrinsic
-def _call_clock(typingctx, fn_address, clock_id, timespec_address):
-    """Call ``int clock_gettime(clockid_t, struct timespec *)`` by address."""
-    if not all(isinstance(a, types.Integer) for a in (fn_address, clock_id, timespec_address)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32, ptr = ir.IntType(32), ir.IntType(8).as_pointer()
-        fn = builder.inttoptr(args[0], ir.FunctionType(i32, [i32, ptr]).as_pointer())
-        clk = builder.trunc(args[1], i32) if args[1].type.width > 32 else args[1]
-        return builder.call(fn, [clk, builder.inttoptr(args[2], ptr)])
-
-    return types.int32(fn_address, clock_id, timespec_address), codegen
+_call_clock = native_function("i32", "i32", "ptr")  # int clock_gettime(clockid_t, struct timespec *)
 
 
 # --- the real-time side -------------------------------------------------------------

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import carray, types
-from numba.extending import intrinsic
 
 from .abi import (CTX_DTYPE, EVENT_CAPACITY, EVENT_HEADER_COUNT, RING_HEADER_READ, RING_HEADER_WRITE,
-                  apply_controls, as_voidptr, call_kernel, carry_state)
+                  apply_controls, as_voidptr, call_kernel, carry_state, native_function)
 
 # run_state values
 IDLE, STARTING, RUNNING, STOPPING, STOPPED = 0, 1, 2, 3, 4
@@ -80,89 +78,14 @@ PROGRAM_DTYPE = np.dtype(
 SLOTS_TYPE = numba.from_dtype(SLOTS_DTYPE)
 PROGRAM_TYPE = numba.from_dtype(PROGRAM_DTYPE)
 
-_I8P = ir.IntType(8).as_pointer()
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-
-
 # --- calls into libjack by integer address (cacheable: no ctypes objects) -----
 
-
-def _fn(builder, address, ret, args):
-    return builder.inttoptr(address, ir.FunctionType(ret, args).as_pointer())
-
-
-def _i32(builder, value):
-    return builder.trunc(value, _I32) if value.type.width > 32 else builder.zext(value, _I32)
-
-
-@intrinsic
-def _jack_port_get_buffer(typingctx, fn, port, nframes):
-    """``void *jack_port_get_buffer(jack_port_t *, jack_nframes_t)`` as an int64 address."""
-
-    def codegen(context, builder, signature, args):
-        f = _fn(builder, args[0], _I8P, [_I8P, _I32])
-        ptr = builder.call(f, [builder.inttoptr(args[1], _I8P), _i32(builder, args[2])])
-        return builder.ptrtoint(ptr, _I64)
-
-    return types.int64(fn, port, nframes), codegen
-
-
-@intrinsic
-def _jack_midi_clear_buffer(typingctx, fn, buffer):
-    """``void jack_midi_clear_buffer(void *)``."""
-
-    def codegen(context, builder, signature, args):
-        builder.call(_fn(builder, args[0], ir.VoidType(), [_I8P]), [builder.inttoptr(args[1], _I8P)])
-        return context.get_dummy_value()
-
-    return types.none(fn, buffer), codegen
-
-
-@intrinsic
-def _jack_midi_event_write(typingctx, fn, buffer, time, data, size):
-    """``int jack_midi_event_write(void *, jack_nframes_t, const uint8 *, size_t)``."""
-
-    def codegen(context, builder, signature, args):
-        f = _fn(builder, args[0], _I32, [_I8P, _I32, _I8P, _I64])
-        return builder.call(f, [builder.inttoptr(args[1], _I8P), _i32(builder, args[2]),
-                                builder.inttoptr(args[3], _I8P), args[4]])
-
-    return types.int32(fn, buffer, time, data, size), codegen
-
-
-@intrinsic
-def _jack_last_frame_time(typingctx, fn, client):
-    """``jack_nframes_t jack_last_frame_time(const jack_client_t *)``, zero-extended."""
-
-    def codegen(context, builder, signature, args):
-        f = _fn(builder, args[0], _I32, [_I8P])
-        return builder.zext(builder.call(f, [builder.inttoptr(args[1], _I8P)]), _I64)
-
-    return types.int64(fn, client), codegen
-
-
-@intrinsic
-def _jack_midi_get_event_count(typingctx, fn, buffer):
-    """``uint32_t jack_midi_get_event_count(void *)``, zero-extended."""
-
-    def codegen(context, builder, signature, args):
-        f = _fn(builder, args[0], _I32, [_I8P])
-        return builder.zext(builder.call(f, [builder.inttoptr(args[1], _I8P)]), _I64)
-
-    return types.int64(fn, buffer), codegen
-
-
-@intrinsic
-def _jack_midi_event_get(typingctx, fn, event, buffer, index):
-    """``int jack_midi_event_get(jack_midi_event_t *, void *, uint32_t)``."""
-
-    def codegen(context, builder, signature, args):
-        f = _fn(builder, args[0], _I32, [_I8P, _I8P, _I32])
-        return builder.call(f, [builder.inttoptr(args[1], _I8P), builder.inttoptr(args[2], _I8P),
-                                _i32(builder, args[3])])
-
-    return types.int32(fn, event, buffer, index), codegen
+_jack_port_get_buffer = native_function("ptr", "ptr", "i32")  # (port, nframes) -> buffer
+_jack_midi_clear_buffer = native_function("void", "ptr")  # (buffer)
+_jack_midi_event_write = native_function("i32", "ptr", "i32", "ptr", "i64")  # (buffer, time, data, size)
+_jack_last_frame_time = native_function("u32", "ptr")  # (client) -> frames
+_jack_midi_get_event_count = native_function("u32", "ptr")  # (buffer) -> count
+_jack_midi_event_get = native_function("i32", "ptr", "ptr", "i32")  # (jack_midi_event_t *, buffer, index)
 
 
 # --- helpers ---------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_unknown_runtime_is_a_warning_with_did_you_mean(tmp_path):
     config = load_config(write(tmp_path, '[[runtime_settings]]\nruntime = "audoi"\n'))
     assert config.runtime_settings == [{"runtime": "audoi"}]
     assert len(config.warnings) == 1
-    assert f"livehost.toml:2: unknown runtime 'audoi'" in config.warnings[0]
+    assert "livehost.toml:2: unknown runtime 'audoi'" in config.warnings[0]
     assert "did you mean 'audio'?" in config.warnings[0]
 
 
