@@ -105,12 +105,13 @@ def _compile_once(project: Path) -> dict:
 
 def cmd_compile(args) -> int:
     project = _project(args.project)
-    status = _report(lambda: _compile_once(project))
     if not args.watch:
-        return status
+        return _report(lambda: _compile_once(project))
     from compiler_bridge.watch import DebouncedWatcher
 
+    # Watch before the first compile, so that a save in between is not missed.
     with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), lambda _: _report(lambda: _compile_once(project))):
+        _report(lambda: _compile_once(project))
         _wait_for_stop(None)
     return 0
 

@@ -118,3 +118,24 @@ def test_sigterm_mid_note_ends_every_note_and_sends_stop(project):
         elif d[0] == 0x89:
             sounding.discard(d[1])
     assert statuses.count(0x99) >= 4 and sounding == set()
+
+
+def test_compile_watch_recompiles_on_save_until_sigterm(project):
+    sine = project("sine")
+    proc = subprocess.Popen([*LIVEHOST, "compile", str(sine), "--watch"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    compiled = sine / ".livehost" / "compiled.json"
+    try:
+        wait_for_file_text(compiled, '"source_hash"')
+        first = compiled.read_text()
+        patch = sine / "patch.py"
+        patch.write_text(patch.read_text().replace("440.0", "660.0"))
+        wait_for(lambda: compiled.read_text() != first)
+        patch.write_text(patch.read_text().replace("s.gain", "s.gian"))
+        wait_for(lambda: (sine / ".livehost" / "error.json").exists())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.count("compiled ") == 2 and "660.0" in compiled.read_text()
+    assert f"{sine / 'patch.py'}:" in err and "'gian'" in err
