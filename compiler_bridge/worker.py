@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -145,6 +146,9 @@ def main() -> None:
     from .compile import compile_project
     from .errors import SourceError
 
+    # Ctrl-C in a terminal reaches the whole process group: the host decides
+    # when this worker ends (it closes our stdin), so ignore it here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # a patch's print() goes to stderr, never into the protocol
     try:

@@ -61,6 +61,18 @@ def _latency(setting, info: dict, kind: str) -> float:
     return float(setting)
 
 
+def _rescan_if_empty(sd) -> None:
+    """PortAudio lists devices once, when it initialises: if it saw none (the
+    JACK server started after this process), look again before giving up."""
+    if len(sd.query_devices()):
+        return
+    sd._terminate()
+    sd._initialize()
+    if not len(sd.query_devices()):
+        raise RuntimeInitError("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
+                               "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
+
+
 def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
     """Resolve the ``device``, rate, block and latency settings against PortAudio.
 
@@ -70,6 +82,7 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
         When no device matches, with the device list.
     """
     device, channels_in = settings.get("device"), int(settings.get("channels_in") or 0)
+    _rescan_if_empty(sd)
     try:
         out_info = sd.query_devices(device, "output")
         in_info = sd.query_devices(device, "input") if channels_in else None
