@@ -46,6 +46,7 @@ SLOTS_DTYPE = np.dtype(
         # buffers owned by the Python side (addresses)
         ("ctx", "i8"), ("events", "i8"), ("notes", "i8"), ("hist", "i8"), ("scratch", "i8"),
         ("queue", "i8"), ("ring_header", "i8"), ("ring_records", "i8"), ("ring_capacity", "i8"),
+        ("outbox_header", "i8"), ("outbox_records", "i8"), ("outbox_capacity", "i8"),  # MidiRuntime.send()
         # the playing program (an address of a PROGRAM_DTYPE record) and a pending swap
         ("program", "i8"), ("pending", "i8"), ("swaps", "i8"),
         # schedule, in frames
@@ -224,6 +225,27 @@ def _run_kernel(sl, out_buffer, offset, tick, due_frame):
 
 
 @numba.njit(cache=True, nogil=True)
+def _drain_outbox(sl, out_buffer, offset):
+    """Write what Python sent (``MidiRuntime.send``) at this tick; notes are tracked.
+
+    The outbox is a ring like the control ring: float64 ``(capacity, 3)``
+    rows of ``[status, data1, data2]``, header ``[written, read]``.
+    """
+    if sl.outbox_header == 0:
+        return
+    header = carray(as_voidptr(sl.outbox_header), 2, np.int64)
+    records = carray(as_voidptr(sl.outbox_records), (sl.outbox_capacity, 3), np.float64)
+    read = header[RING_HEADER_READ]
+    while read < header[RING_HEADER_WRITE]:
+        r = read % sl.outbox_capacity
+        status, data1, data2 = np.int64(records[r, 0]), np.int64(records[r, 1]), np.int64(records[r, 2])
+        _write(sl, out_buffer, offset, status, data1, data2)
+        _track(sl, status, data1, data2)
+        read += 1
+    header[RING_HEADER_READ] = read
+
+
+@numba.njit(cache=True, nogil=True)
 def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
     """Play tick ``sl.next_tick``: Start, clock, the kernel's events; count it.
 
@@ -238,6 +260,7 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
         _write(sl, out_buffer, offset, 0xFA, 0, 0)
     if sl.send_clock != 0 and tick % sl.clock_div == 0:
         _write(sl, out_buffer, offset, 0xF8, 0, 0)
+    _drain_outbox(sl, out_buffer, offset)
     _run_kernel(sl, out_buffer, offset, tick, due_frame)
     hist = carray(as_voidptr(sl.hist), HIST_FRAMES, np.int64)
     hist[min(late_frames, HIST_FRAMES - 1)] += 1

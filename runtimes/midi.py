@@ -102,13 +102,16 @@ class _Engine:
         self.scratch = np.zeros(8, np.int64)  # 8 bytes to write from, then a jack_midi_event_t
         self.queue = np.zeros((nm.QUEUE_CAPACITY, 4), np.int32)
         self.ring = abi.ControlRing()
+        self.outbox = abi.ControlRing(256)  # rows of [status, data1, data2] from MidiRuntime.send()
         self.blocks: list[_ProgramBlock] = []
         s = self.slots
         for name, array in (("ctx", self.ctx), ("events", self.events), ("notes", self.notes), ("hist", self.hist),
                             ("scratch", self.scratch), ("queue", self.queue), ("ring_header", self.ring.header),
-                            ("ring_records", self.ring.records)):
+                            ("ring_records", self.ring.records), ("outbox_header", self.outbox.header),
+                            ("outbox_records", self.outbox.records)):
             s[name] = array.ctypes.data
         s["ring_capacity"] = self.ring.records.shape[0]
+        s["outbox_capacity"] = self.outbox.records.shape[0]
         s["sample_rate"] = sample_rate
         s["ppqn"] = settings["ppqn"]
         s["clock_div"] = settings["ppqn"] // 24
@@ -477,6 +480,24 @@ class MidiRuntime(BaseRuntime):
         self.engine: _Engine | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._send_lock = threading.Lock()  # the outbox has one producer at a time
+
+    def send(self, message) -> bool:
+        """Send a ``mido.Message`` at the next tick, with that tick's clock.
+
+        Channel messages and system common/real-time messages of up to three
+        bytes; NoteOns sent here are tracked like the kernel's, so they still
+        get their NoteOff on close. Returns False when the outbox is full.
+        """
+        data = message.bytes()
+        if len(data) > 3:
+            raise ValueError(f"send() takes messages of up to 3 bytes, not {message.type}")
+        data = [*data, 0, 0][:3]
+        with self._lock:
+            if self.engine is None or self.closed:
+                raise RuntimeInitError("midi: send() on a runtime that is not running")
+            with self._send_lock:
+                return self.engine.outbox.push(*data)
 
     @property
     def ports(self) -> dict[str, str]:

@@ -348,3 +348,26 @@ def test_locate_sends_song_position_and_keeps_the_time_grid(programs):
     assert set(np.diff(clock).tolist()) == {200} and len(clock) == stats["ticks"]
     # tick 96 is a step start: the kernel plays a note right at the jump
     assert data[at + 3][0] == 0x99
+
+
+def test_send_writes_mido_messages_at_a_tick_and_tracks_their_notes(programs):
+    import mido
+
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 10)
+        assert rt.send(mido.Message("program_change", channel=0, program=5))
+        assert rt.send(mido.Message("note_on", channel=0, note=70, velocity=99))
+        _wait_ticks(rt, rt.stats()["ticks"] + 3)
+        with pytest.raises(ValueError):
+            rt.send(mido.Message("sysex", data=[1, 2, 3]))
+        rt.close()
+        with pytest.raises(RuntimeInitError):
+            rt.send(mido.Message("note_on", note=1))
+        events = cap.stop()
+    sent = [(f, d) for f, d in events if d[0] in (0xC0, 0x90, 0x80)]
+    assert [d for _, d in sent] == [[0xC0, 5], [0x90, 70, 99], [0x80, 70, 64]]
+    clocks = set(_clock_frames(events).tolist())
+    assert sent[0][0] == sent[1][0] and sent[0][0] in clocks  # together, on a tick's frame
+    _assert_no_stuck_note(events)
