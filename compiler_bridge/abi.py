@@ -50,7 +50,6 @@ CTX_DTYPE = np.dtype(
     ],
     align=True,
 )
-CTX_TYPE = numba.from_dtype(CTX_DTYPE)
 
 EVENT_CAPACITY = 256
 EVENT_HEADER_COUNT, EVENT_HEADER_CAPACITY, EVENT_HEADER_CHANNEL = 0, 1, 2

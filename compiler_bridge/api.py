@@ -80,13 +80,3 @@ def note_off(ev, note, channel=-1):
 def cc(ev, control, value, channel=-1):
     """Emit a Control Change."""
     return _emit(ev, 0xB0, control, value, channel)
-
-
-def events_of(ev: np.ndarray) -> list[tuple[int, int, int]]:
-    """Return the raw ``(status, data1, data2)`` rows emitted into *ev*."""
-    n = int(ev[0, EVENT_HEADER_COUNT])
-    return [tuple(int(x) for x in row) for row in ev[1 : n + 1]]
-
-
-def clear_events(ev: np.ndarray) -> None:
-    ev[0, EVENT_HEADER_COUNT] = 0

@@ -134,11 +134,8 @@ def _warm() -> None:
     import numpy as np
 
     for module in ("compiler_bridge.abi", "compiler_bridge.api", "compiler_bridge.native_audio",
-                   "compiler_bridge.native_midi"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError:
-            pass
+                   "compiler_bridge.native_midi"):  # their cfuncs compile (or load) at import
+        importlib.import_module(module)
     numba.njit(lambda x: x + 1)(np.float64(1.0))  # first compile pays LLVM's start-up
 
 

@@ -1,5 +1,5 @@
 """livehost's host: runtime selection, the lifecycle lock, watching, the CLI."""
 
-from .host import Host, HostError
+from .host import Host
 
-__all__ = ["Host", "HostError"]
+__all__ = ["Host"]

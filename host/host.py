@@ -22,16 +22,14 @@ from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, rea
 from compiler_bridge.program import Program
 from compiler_bridge.state import load_snapshot, save_snapshot
 from compiler_bridge.watch import DebouncedWatcher
+from runtimes.base import Runtime
 from runtimes.clock import Clock, SystemClock, Transport
 from runtimes.registry import Registry, default_registry
 
 log = logging.getLogger("livehost.host")
 
 SNAPSHOT_NAME = "state.npz"
-
-
-class HostError(RuntimeError):
-    """The host cannot do what was asked (no compiled config, closed host)."""
+_REQUIRED_KEYS = {"source_hash", "build_dir", "kernels", "state", "config"}
 
 
 class Host:
@@ -61,7 +59,7 @@ class Host:
         self.clock = clock or SystemClock()
         self.transport = Transport(120.0, self.clock)
         self.restore_state = restore_state
-        self.runtime = None
+        self.runtime: Runtime | None = None
         self.settings: dict[str, Any] | None = None
         self.last_error: dict | None = None
         self.applied = 0  # requests fully handled
@@ -128,8 +126,10 @@ class Host:
             path = livehost_dir(self.project_dir) / COMPILED_NAME
             try:
                 compiled = json.loads(path.read_text())
-                compiled["source_hash"], compiled["build_dir"]  # noqa: B018 - required keys
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                missing = _REQUIRED_KEYS - compiled.keys()
+                if missing:
+                    raise ValueError(f"missing {', '.join(sorted(missing))}")
+            except (OSError, ValueError, AttributeError) as exc:
                 log.error("Ignoring unreadable compiled config %s: %s", path, exc)
                 return
             self.request(compiled)

@@ -26,6 +26,7 @@ class RuntimeInitError(RuntimeError):
 
 class Runtime(Protocol):
     id: str
+    program: Program | None
 
     def start(self, program: Program, state: np.ndarray) -> None: ...
     def load(self, program: Program) -> None: ...

@@ -87,9 +87,3 @@ class Transport:
         beat = self.beat_at(at)
         with self._lock:
             self._anchor_ns, self._anchor_beat, self._tempo_bpm = at, beat, float(tempo_bpm)
-
-    def restart(self, at_ns: int | None = None) -> None:
-        """Put beat 0 at *at_ns* (now by default)."""
-        with self._lock:
-            self._anchor_ns = self.clock.now_ns() if at_ns is None else at_ns
-            self._anchor_beat = 0.0

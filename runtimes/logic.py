@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler_bridge.abi import EVENT_HEADER_CHANNEL
 from compiler_bridge.program import Program
 
 from .base import BaseRuntime
@@ -70,7 +71,7 @@ class LogicRuntime(BaseRuntime):
         with self._tick_lock:
             if self._call is not None:
                 self._call.ctx["channel"] = settings["channel"] - 1
-                self._call.events[0, 2] = settings["channel"] - 1
+                self._call.events[0, EVENT_HEADER_CHANNEL] = settings["channel"] - 1
 
     def _current_state(self) -> np.ndarray:
         return self._call.state if self._call is not None else self._state

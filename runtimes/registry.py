@@ -41,11 +41,6 @@ class Registry:
     def get(self, runtime_id: str) -> RegistryEntry | None:
         return self._entries.get(runtime_id)
 
-    def __contains__(self, runtime_id: str) -> bool:
-        return runtime_id in self._entries
-
-    def ids(self) -> list[str]:
-        return list(self._entries)
 
 
 def _lazy(module: str, cls: str) -> Factory:
