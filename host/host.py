@@ -204,7 +204,12 @@ class Host:
             if settings != self.settings:
                 self.runtime.update_settings(settings)
                 self.settings = settings
-            self.runtime.load(program)
+            try:
+                self.runtime.load(program)
+            except Exception as exc:  # e.g. the save removed the kernel this runtime plays
+                log.error("Could not swap program %s into runtime %s: %s; the old program keeps playing",
+                          program.source_hash, entry.id, exc)
+                return
             log.info("Swapped program %s into runtime: %s", program.source_hash, entry.id)
             return
 

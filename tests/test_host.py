@@ -267,3 +267,19 @@ def test_compiled_config_is_valid_json_with_schema(compiled):
     _, first, _ = compiled
     text = json.dumps(first)
     assert json.loads(text)["schema_version"] == 1
+
+
+def test_a_program_the_runtime_cannot_play_keeps_the_old_one(project, caplog):
+    caplog.set_level(logging.INFO, logger="livehost")
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "offline"\noutput = "take.mid"'))
+    first = compile_project(seq)
+    with Host(seq, watch=False) as host:
+        assert host.wait_idle() and host.runtime.id == "offline"
+        (seq / "patch.py").write_text("class State:\n    x = 0.0\n\n\ndef audio(s, ctx, inp, out):\n    pass\n")
+        apply(host, compile_project(seq))  # an audio-only patch cannot render to a .mid file
+        assert host.runtime.program.source_hash == first["source_hash"]
+        assert any(line.startswith("Could not swap program") and "no midi(s, ctx, ev) kernel" in line
+                   for line in host_lines(caplog))
+    assert (seq / "take.mid").exists()
