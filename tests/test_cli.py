@@ -93,6 +93,7 @@ def test_devices_lists_the_jack_system_device():
 @pytest.mark.jack
 def test_sigterm_mid_note_ends_every_note_and_sends_stop(project):
     from jack_midi_capture import Capture
+    from midi_checks import stuck_notes
 
     seq = project("sequencer")
     toml = seq / "livehost.toml"
@@ -111,13 +112,7 @@ def test_sigterm_mid_note_ends_every_note_and_sends_stop(project):
     assert "Successfully initialized runtime: midi" in err
     statuses = [d[0] for _, d in events]
     assert statuses[0] == 0xFA and statuses[-1] == 0xFC  # Start first, Stop last
-    sounding = set()
-    for _, d in events:
-        if d[0] == 0x99 and d[2]:
-            sounding.add(d[1])
-        elif d[0] == 0x89:
-            sounding.discard(d[1])
-    assert statuses.count(0x99) >= 4 and sounding == set()
+    assert statuses.count(0x99) >= 4 and stuck_notes(d for _, d in events) == set()
 
 
 def test_compile_watch_recompiles_on_save_until_sigterm(project):

@@ -17,6 +17,7 @@ from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
 from jack_midi_capture import Capture
+from midi_checks import stuck_notes
 from runtimes.base import RuntimeInitError
 from runtimes.midi import MidiRuntime
 
@@ -78,13 +79,8 @@ def _clock_frames(events) -> np.ndarray:
 
 def _assert_no_stuck_note(events) -> None:
     """Every NoteOn is followed by a NoteOff of that note and channel."""
-    sounding: dict[tuple[int, int], int] = {}
-    for _, d in events:
-        if len(d) == 3 and d[0] & 0xF0 in (0x80, 0x90):
-            key = (d[0] & 15, d[1])
-            on = d[0] & 0xF0 == 0x90 and d[2] > 0
-            sounding[key] = 1 if on else 0
-    assert not any(sounding.values()), f"stuck notes: {[k for k, v in sounding.items() if v]}"
+    stuck = stuck_notes(d for _, d in events)
+    assert not stuck, f"stuck notes: {sorted(stuck)}"
 
 
 def _play(programs, program: str, ticks: int, **settings) -> tuple[list, dict]:

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
+from midi_checks import stuck_notes
 from runtimes.offline import render
 
 
@@ -76,13 +77,7 @@ def test_sequencer_midi_render_has_exact_events(project, tmp_path):
 def test_midi_render_never_leaves_a_note_on(project, tmp_path):
     program = Program.from_compiled(compile_project(project("sequencer")))
     _, events = midi_events(render(program, tmp_path / "s.mid", 0.5 + 2 / 48))  # 26 ticks: the note from tick 24 is still on
-    on = set()
-    for _, m in events:
-        if m.type == "note_on" and m.velocity:
-            on.add(m.note)
-        elif m.type == "note_off":
-            on.discard(m.note)
-    assert on == set()
+    assert stuck_notes(m.bytes() for _, m in events) == set()
     assert events[-1][1] == mido.Message("control_change", channel=0, control=123, value=0)
     assert events[-2][1].type == "note_off" and events[-2][0] == 26
 

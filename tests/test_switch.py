@@ -13,6 +13,7 @@ import pytest
 from compiler_bridge.compile import compile_project
 from host import Host
 from jack_midi_capture import Capture
+from midi_checks import stuck_notes
 from test_audio import CaptureProcess, our_ports
 
 NOTE_ON, NOTE_OFF, STOP = 0x90, 0x80, 0xFC
@@ -74,12 +75,6 @@ def test_switch_audio_to_midi_and_back_carries_state_and_leaves_nothing_on(proje
     notes = [d for _, d in events if d and d[0] & 0xF0 in (NOTE_ON, NOTE_OFF)]
     ons = [d[1] for d in notes if d[0] & 0xF0 == NOTE_ON and d[2] > 0]
     assert 50 in ons  # the state changed on the audio thread reached the MIDI kernel
-    sounding = set()
-    for status, note, velocity in (d[:3] for d in notes):
-        if status & 0xF0 == NOTE_ON and velocity:
-            sounding.add(note)
-        else:
-            sounding.discard(note)
-    assert sounding == set()
+    assert stuck_notes(notes) == set()
     assert events[-1][1] == [STOP]
     assert int(back["notes"][0][0]) == 50  # and came back to the audio runtime

@@ -4,6 +4,7 @@ import threading
 
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
+from midi_checks import stuck_notes
 from runtimes.clock import Transport, VirtualClock
 from runtimes.logic import LogicRuntime
 from runtimes.ticker import TickLoop
@@ -70,13 +71,7 @@ def test_logic_runtime_plays_the_sequencer_exactly(project):
                 for t, kind, note in expected_sequencer_events(192)]
     assert played == expected
     # closing released what was sounding: every NoteOn met its NoteOff
-    on = set()
-    for _, status, note, vel in runtime.events:
-        if status & 0xF0 == 0x90:
-            on.add(note)
-        elif status & 0xF0 == 0x80:
-            on.discard(note)
-    assert on == set() and runtime.events[-1][1:] == (0xB9, 123, 0)
+    assert stuck_notes(e[1:] for e in runtime.events) == set() and runtime.events[-1][1:] == (0xB9, 123, 0)
     stats = runtime.stats()
     assert stats["late_ticks"] == 0 and stats["jitter_max_us"] == 0 and stats["notes_on"] == 0
 
