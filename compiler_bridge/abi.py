@@ -172,6 +172,8 @@ def apply_controls(header, records, state):
 
     *header* is int64 ``[written, read]``, *records* float64 ``(cap, 3)`` of
     ``[byte_offset, kind, value]``. Single consumer: only this advances read.
+    A record outside *state* or misaligned for its kind (pushed for another
+    program's layout) is skipped, never written.
     """
     written = header[RING_HEADER_WRITE]
     read = header[RING_HEADER_READ]
@@ -182,6 +184,10 @@ def apply_controls(header, records, state):
         off = np.int64(records[r, 0])
         kind = np.int64(records[r, 1])
         value = records[r, 2]
+        read += 1
+        size = 8 if kind == KIND_F8 or kind == KIND_I8 else 4 if kind == KIND_F4 or kind == KIND_I4 else 1
+        if off < 0 or off + size > state.shape[0] or off % size != 0:
+            continue  # not a field of this state (an offset from another layout): skipped
         if kind == KIND_F8:
             state[off : off + 8].view(np.float64)[0] = value
         elif kind == KIND_F4:
@@ -192,7 +198,6 @@ def apply_controls(header, records, state):
             state[off : off + 4].view(np.int32)[0] = np.int32(value)
         else:
             state[off] = np.uint8(value != 0.0)
-        read += 1
         n += 1
     header[RING_HEADER_READ] = read
     return n
@@ -218,8 +223,8 @@ class ControlRing:
             self.dropped += 1
             return False
         self.records[written % cap] = (byte_offset, kind, value)
-        # The record is stored before the count moves (x86/ARM64 keep this
-        # order for a plain numpy store followed by another).
+        # The record is stored before the count moves. x86 keeps the order of
+        # two plain stores; a weakly ordered CPU (ARM64) would need a barrier.
         self.header[RING_HEADER_WRITE] = written + 1
         return True
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from . import abi
+from . import abi, api
 from .config import PATCH_NAME, ProjectConfig, load_config
 from .errors import ConfigError, PatchError
-from .program import load_build
+from .program import SCHEMA_VERSION, load_build
 from .state import StateLayout
 
-SCHEMA_VERSION = 1
 COMPILED_NAME = "compiled.json"
 ERROR_NAME = "error.json"
 TEST_BLOCKS = 16
@@ -91,6 +90,8 @@ def source_hash(config_text: str, patch_source: str) -> str:
         h.update(b"\0")
     h.update(f"abi{abi.ABI_VERSION} numba{numba.__version__} py{sys.version_info[:2]}".encode())
     h.update((ENTRY_TEMPLATE + KERNEL_TEMPLATE + repr(KERNEL_VIEWS)).encode())  # generated code is part of a build
+    for module in (abi, api):  # and so is the native code compiled into it (context layout, helpers)
+        h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -125,7 +126,7 @@ def _read_patch(project_dir: Path) -> tuple[str, dict]:
     namespace: dict = {"__name__": "livehost_patch_check", "__file__": str(path)}
     try:
         exec(code, namespace)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a patch must not end the worker
         raise _patch_error_from(exc, str(path), str(path)) from None
     return source, namespace
 

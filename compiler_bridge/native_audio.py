@@ -304,13 +304,19 @@ def _run_voice(s, slots_address, u, in_address, frames):
     buf_address = s.scratch + u * s.max_frames * width * 4
     buf = carray(as_voidptr(buf_address), frames * width, np.float32)
     buf[:] = 0.0
+    if s.v_kernel[u] == 0:  # its kernel raised: silent until the next swap
+        return True
     carray(as_voidptr(s.events), 3, np.int32)[EVENT_HEADER_COUNT] = 0
     t0 = _now_ns(s, slots_address)
     ok = call_kernel(s.v_kernel[u], as_voidptr(s.v_state[u]), as_voidptr(s.ctx), as_voidptr(in_address),
                      as_voidptr(buf_address), as_voidptr(s.events))
     s.kernel_ns += _now_ns(s, slots_address) - t0
     if ok == 0:
+        # numba takes the GIL to report an exception: never call this kernel again.
         s.kernel_errors += 1
+        s.v_kernel[u] = 0
+        buf[:] = 0.0
+        return True
     return not _sanitise(buf, frames * width)
 
 
@@ -516,6 +522,7 @@ class NativeEngine:
         return int(s["close_seq"])
 
     def request_snapshot(self, dst: np.ndarray) -> int:
+        self.snapshot_dst = dst  # alive until the next request, even if this one is never answered
         s = self.slots[0]
         s["snap_dst"], s["snap_bytes"] = dst.ctypes.data, dst.nbytes
         s["snap_seq"] = int(s["snap_seq"]) + 1

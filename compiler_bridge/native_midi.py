@@ -56,6 +56,7 @@ SLOTS_DTYPE = np.dtype(
         ("ppqn", "i8"), ("clock_div", "i8"), ("send_clock", "i8"), ("send_transport", "i8"),
         ("channel", "i8"), ("frame_base", "i8"), ("last_cycle", "i8"), ("last_note_in", "i8"),
         ("jump_tick", "i8"),  # -1, or the tick to continue from at the next tick (Song Position Pointer)
+        ("release", "i8"),  # 1: end the sounding notes at the next tick (the channel setting changed)
         # counters read by stats()
         ("ticks", "i8"), ("late_ticks", "i8"), ("max_late_frames", "i8"), ("drift_frames", "f8"),
         ("events_out", "i8"), ("events_in", "i8"), ("notes_on", "i8"), ("channels_used", "i8"),
@@ -152,14 +153,20 @@ def _track(sl, status, data1, data2):
 
 
 @numba.njit(cache=True, nogil=True)
-def _silence(sl, out_buffer, offset):
-    """NoteOff for each sounding note, then All Notes Off on every channel used."""
+def _release_notes(sl, out_buffer, offset):
+    """NoteOff for each sounding note."""
     notes = carray(as_voidptr(sl.notes), 16 * 128, np.uint8)
     for slot in range(16 * 128):
         if notes[slot] != 0:
             notes[slot] = 0
             _write(sl, out_buffer, offset, 0x80 | (slot // 128), slot % 128, 64)
     sl.notes_on = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _silence(sl, out_buffer, offset):
+    """NoteOff for each sounding note, then All Notes Off on every channel used."""
+    _release_notes(sl, out_buffer, offset)
     used = sl.channels_used
     for ch in range(16):
         if used & (1 << ch):
@@ -170,8 +177,8 @@ def _silence(sl, out_buffer, offset):
 def _swap_if_pending(sl, out_buffer, offset):
     """Switch to the pending program, carrying state bytes across layouts.
 
-    Sounding notes stay tracked for the new kernel to end; swapping to a
-    program without a midi kernel ends them now, since nothing else would.
+    Notes the old kernel left sounding end here: the new kernel may never
+    send their NoteOff (a save that changed the notes would leave them stuck).
     """
     if sl.pending == 0 or sl.pending == sl.program:
         return
@@ -181,8 +188,7 @@ def _swap_if_pending(sl, out_buffer, offset):
         src = carray(as_voidptr(old.state), old.state_bytes, np.uint8)
         dst = carray(as_voidptr(new.state), new.state_bytes, np.uint8)
         carry_state(src, dst, carray(as_voidptr(new.carry), (new.carry_rows, 3), np.int64))
-    if new.kernel == 0:
-        _silence(sl, out_buffer, offset)
+    _release_notes(sl, out_buffer, offset)
     sl.program = sl.pending
     sl.swaps += 1
 
@@ -255,6 +261,9 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
     if sl.jump_tick >= 0:
         _jump(sl, out_buffer, offset, ideal_frame)
     tick = sl.next_tick
+    if sl.release != 0:
+        sl.release = 0
+        _release_notes(sl, out_buffer, offset)
     _swap_if_pending(sl, out_buffer, offset)
     if sl.ticks == 0 and sl.send_transport != 0:
         _write(sl, out_buffer, offset, 0xFA, 0, 0)

@@ -16,7 +16,10 @@ from types import ModuleType
 
 import numpy as np
 
+from .abi import ABI_VERSION
 from .state import StateLayout
+
+SCHEMA_VERSION = 1  # of compiled.json
 
 
 def load_build(build_dir: Path, digest: str) -> ModuleType:
@@ -56,6 +59,10 @@ class Program:
 
     @classmethod
     def from_compiled(cls, compiled: dict) -> "Program":
+        """Load what *compiled* names; a build of another schema or ABI is refused."""
+        if (compiled.get("schema_version"), compiled.get("abi_version")) != (SCHEMA_VERSION, ABI_VERSION):
+            raise ValueError(f"built by another livehost (schema {compiled.get('schema_version')}, "
+                             f"ABI {compiled.get('abi_version')}); compile the project again")
         module = load_build(Path(compiled["build_dir"]), compiled["source_hash"])
         kernels = {k: getattr(module, f"{k}_entry").address for k in compiled["kernels"]}
         return cls(compiled["source_hash"], StateLayout.from_json(compiled["state"]), kernels,

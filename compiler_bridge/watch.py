@@ -7,6 +7,7 @@ source and the destination path.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Callable, Iterable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+log = logging.getLogger("livehost.watch")
 
 
 class DebouncedWatcher(FileSystemEventHandler):
@@ -75,4 +78,7 @@ class DebouncedWatcher(FileSystemEventHandler):
                 if self._stopping:
                     return
                 changed, self._changed = self._changed, set()
-            self.callback(changed)
+            try:
+                self.callback(changed)
+            except Exception:  # the one dispatch thread must survive: later saves still count
+                log.exception("Handling a change of %s failed", ", ".join(sorted(changed)))

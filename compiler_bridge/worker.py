@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .compile import ERROR_NAME, livehost_dir, write_json_atomic
+from .config import PATCH_NAME
+from .errors import PatchError
 
 WORKER_NICE = 10
 
@@ -65,17 +67,17 @@ class CompileWorker:
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         )
         ready = self._read_line(60.0)
-        if ready is None or json.loads(ready).get("ready") is not True:
+        if not ready or json.loads(ready).get("ready") is not True:
             self._kill()
             raise OSError("the compile worker did not start")
 
     def _read_line(self, timeout_s: float) -> str | None:
+        """One reply line; ``""`` when the worker has exited, None on a timeout."""
         with selectors.DefaultSelector() as sel:
             sel.register(self._proc.stdout, selectors.EVENT_READ)
             if not sel.select(timeout_s):
                 return None
-        line = self._proc.stdout.readline()
-        return line or None
+        return self._proc.stdout.readline()
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -91,16 +93,19 @@ class CompileWorker:
         t0 = time.perf_counter()
         with self._lock:
             self._ensure()
-            self._proc.stdin.write(json.dumps({"project": str(project_dir)}) + "\n")
-            self._proc.stdin.flush()
-            line = self._read_line(self.timeout_s)
-            if line is None:
+            try:
+                self._proc.stdin.write(json.dumps({"project": str(project_dir)}) + "\n")
+                self._proc.stdin.flush()
+                line = self._read_line(self.timeout_s)
+            except BrokenPipeError:
+                line = ""
+            if not line:
+                code = self._proc.wait() if line == "" else None
                 self._kill()
                 self.restarts += 1
-                error = {"file": str(project_dir / "patch.py"), "line": None,
-                         "message": f"compile and test run did not return within {self.timeout_s:g} s "
-                                    "(an endless loop in a kernel?)"}
-                error["text"] = f"{error['file']}: {error['message']}"
+                why = (f"the compile worker exited (code {code}) while compiling" if code is not None else
+                       f"compile and test run did not return within {self.timeout_s:g} s (an endless loop in a kernel?)")
+                error = PatchError(str(project_dir / PATCH_NAME), None, why).to_json()
                 write_json_atomic(livehost_dir(project_dir) / ERROR_NAME, {**error, "time": time.time()})
                 return CompileResult(False, None, error, time.perf_counter() - t0)
         reply = json.loads(line)
@@ -163,9 +168,8 @@ def main() -> None:
             reply = {"ok": False, "error": exc.to_json()}
         except Exception as exc:  # a bug of ours must not kill the worker
             text = "".join(traceback.format_exception_only(exc)).strip()
-            reply = {"ok": False, "error": {"file": request["project"], "line": None,
-                                            "message": f"internal compile error: {text}",
-                                            "text": f"{request['project']}: internal compile error: {text}"}}
+            reply = {"ok": False, "error": SourceError(request["project"], None,
+                                                       f"internal compile error: {text}").to_json()}
         proto.write(json.dumps(reply) + "\n")
         proto.flush()
 

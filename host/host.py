@@ -197,19 +197,25 @@ class Host:
         except Exception as exc:
             log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
             return
+        old_tempo_bpm = self.transport.tempo_bpm
         self.transport.set_tempo(settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"])
 
         if self.runtime is not None and self.runtime.id == entry.id and not entry.schema.needs_new_runtime(
                 self.settings, settings):
-            if settings != self.settings:
+            # New tempo and live settings apply to this swap, and are undone if it is refused.
+            changed = settings != self.settings
+            if changed:
                 self.runtime.update_settings(settings)
-                self.settings = settings
             try:
                 self.runtime.load(program)
             except Exception as exc:  # e.g. the save removed the kernel this runtime plays
+                if changed:
+                    self.runtime.update_settings(self.settings)
+                self.transport.set_tempo(old_tempo_bpm)
                 log.error("Could not swap program %s into runtime %s: %s; the old program keeps playing",
                           program.source_hash, entry.id, exc)
                 return
+            self.settings = settings
             log.info("Swapped program %s into runtime: %s", program.source_hash, entry.id)
             return
 
@@ -226,6 +232,7 @@ class Host:
         # The new runtime failed: bring the previous one back with its program and state.
         prev_entry, prev_settings, prev_program, prev_state = previous
         log.warning("Restoring runtime: %s", prev_entry.id)
+        self.transport.set_tempo(old_tempo_bpm)
         self._create(prev_entry, prev_settings, prev_program, prev_state)
 
     def _create(self, entry, settings: dict[str, Any], program: Program, state: np.ndarray) -> bool:

@@ -23,7 +23,7 @@ from compiler_bridge.abi import ControlRing
 from compiler_bridge.native_audio import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
 from compiler_bridge.program import Program
 
-from .base import BaseRuntime, RuntimeInitError
+from .base import BaseRuntime, RuntimeInitError, require_kernel
 
 log = logging.getLogger("livehost.runtimes.audio")
 
@@ -188,7 +188,7 @@ class AudioRuntime(BaseRuntime):
     def _open(self, program: Program, state: np.ndarray) -> None:
         import sounddevice as sd
 
-        _require_audio_kernel(program)
+        require_kernel(program, "audio")
         config = resolve_stream(self.settings, sd)
         engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
                               config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]),
@@ -207,7 +207,7 @@ class AudioRuntime(BaseRuntime):
             raise
 
     def _load(self, program: Program) -> None:
-        _require_audio_kernel(program)
+        require_kernel(program, "audio")
         engine = self._engine
         self._publish_transport(engine)
         state = program.layout.defaults()
@@ -226,8 +226,10 @@ class AudioRuntime(BaseRuntime):
             seq = engine.request_snapshot(dst)
             if self._answered("snap", seq):
                 return dst
-        _, state = engine.newest()  # the stream is stopped: nothing writes the state now
-        return state.copy()
+        newest = engine.newest()  # no answer: the stream is stopped, nothing writes the state now
+        if newest is None:
+            raise RuntimeInitError("audio: nothing is playing")
+        return newest[1].copy()
 
     def _close(self) -> None:
         engine, stream = self._engine, self._stream
@@ -275,8 +277,3 @@ class AudioRuntime(BaseRuntime):
         if not self._answered(kind, seq):
             raise RuntimeInitError(f"audio: the stream stopped calling back; could not {what} "
                                    f"(is the JACK server or the device still there?)")
-
-
-def _require_audio_kernel(program: Program) -> None:
-    if not program.has("audio"):
-        raise RuntimeInitError("audio: the patch defines no audio(s, ctx, inp, out) kernel")

@@ -24,6 +24,13 @@ class RuntimeInitError(RuntimeError):
     """A runtime could not open its device or port; the message says why."""
 
 
+def require_kernel(program: Program, kernel: str) -> None:
+    """Refuse a program without the kernel a runtime plays (the old one keeps playing)."""
+    if not program.has(kernel):
+        signature = "audio(s, ctx, inp, out)" if kernel == "audio" else "midi(s, ctx, ev)"
+        raise RuntimeInitError(f"{kernel}: the patch defines no {signature} kernel")
+
+
 class Runtime(Protocol):
     id: str
     program: Program | None

@@ -32,7 +32,7 @@ from compiler_bridge import native_midi as nm
 from compiler_bridge.program import Program
 from compiler_bridge.state import StateLayout
 
-from .base import BaseRuntime, RuntimeInitError
+from .base import BaseRuntime, RuntimeInitError, require_kernel
 from .ticker import TickLoop
 
 log = logging.getLogger("livehost.runtimes")
@@ -132,6 +132,8 @@ class _Engine:
         s = self.slots
         s["send_clock"] = int(settings["send_clock"])
         s["send_transport"] = int(settings["send_transport"])
+        if s["channel"][0] != settings["channel"] - 1:
+            s["release"] = 1  # notes on the old channel would never get their NoteOff
         s["channel"] = settings["channel"] - 1
         if self.blocks:
             self.blocks[-1].controls[:] = control_table(self.blocks[-1].program.layout, settings)
@@ -514,6 +516,7 @@ class MidiRuntime(BaseRuntime):
         return _RtmidiPath(self.settings, self)
 
     def _open(self, program: Program, state: np.ndarray) -> None:
+        require_kernel(program, "midi")
         tempo = self._tempo_for(program)
         if tempo != self.transport.tempo_bpm:
             self.transport.set_tempo(tempo)
@@ -545,6 +548,7 @@ class MidiRuntime(BaseRuntime):
         return 60.0 / (self.transport.tempo_bpm * self.settings["ppqn"])
 
     def _load(self, program: Program) -> None:
+        require_kernel(program, "midi")
         if self.settings["tempo_bpm"] is None and program.tempo_bpm != self.transport.tempo_bpm:
             self.set_tempo(program.tempo_bpm)
         if not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5):

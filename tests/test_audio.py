@@ -225,6 +225,8 @@ def audio(s, ctx, inp, out):
         for c in range(out.shape[1]):
             if s.mode == 1:
                 out[i, c] = math.nan
+            elif s.mode == 3:
+                raise ValueError("mode 3")
             elif s.mode == 2:
                 out[i, c] = 2.0
             else:
@@ -242,7 +244,7 @@ def loop_program(tmp_path_factory) -> Program:
 
 @pytest.fixture(scope="session")
 def dc_programs(tmp_path_factory) -> dict[float, Program]:
-    """Constant-output programs at levels 0.25, 0.75 and 1.0 (``mode`` 1: NaN, 2: 2.0)."""
+    """Constant-output programs at levels 0.25, 0.75 and 1.0 (``mode`` 1: NaN, 2: 2.0, 3: raises)."""
     root = tmp_path_factory.mktemp("dc")
     return {level: Program.from_compiled(compile_project(
         _write_project(root, f"dc{int(level * 100)}", "", DC_PATCH.format(level=level))))
@@ -327,6 +329,22 @@ def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
     stats = engine.stats()
     assert stats["nan_blocks"] == 3
     assert stats["clipped_samples"] == 2 * 64 * 2
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # numba reports it so
+def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs):
+    """numba takes the GIL to report each exception: after one, the voice is muted."""
+    program = dc_programs[0.25]
+    ring = ControlRing()
+    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0, ring=ring)
+    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    assert (_play(engine, 2) == 0.25).all()
+    ring.push(*program.layout.offset_of("mode"), 3)  # the kernel now raises
+    assert (_play(engine, 5) == 0.0).all()
+    assert engine.stats()["kernel_errors"] == 1  # called once, then never again
+    fresh = dc_programs[0.75]
+    engine.request_swap(fresh, fresh.new_state(), np.zeros((0, 3), np.int64))  # the next save plays again
+    assert (_play(engine, 2) == 0.75).all()
 
 
 def test_block_longer_than_scratch_is_rendered_in_chunks(dc_programs):

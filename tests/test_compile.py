@@ -128,3 +128,18 @@ def test_worker_survives_a_kernel_that_never_returns(project):
         worker.timeout_s = 120.0
         (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
         assert worker.compile(sine).ok  # a fresh worker took over
+
+
+def test_worker_survives_a_patch_that_exits_or_kills_its_process(worker, project):
+    from conftest import SESSION_PIDS
+
+    sine = project("sine")
+    (sine / "patch.py").write_text("import sys\nsys.exit(3)\n")
+    exited = worker.compile(sine)
+    assert not exited.ok and exited.error["line"] == 2 and "SystemExit: 3" in exited.text
+    (sine / "patch.py").write_text("import os\nos._exit(7)\n")
+    killed = worker.compile(sine)
+    assert not killed.ok and "the compile worker exited (code 7) while compiling" in killed.text
+    (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
+    assert worker.compile(sine).ok  # a fresh worker took over
+    SESSION_PIDS.add(worker.pid)

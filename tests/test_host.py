@@ -283,3 +283,35 @@ def test_a_program_the_runtime_cannot_play_keeps_the_old_one(project, caplog):
         assert any(line.startswith("Could not swap program") and "no midi(s, ctx, ev) kernel" in line
                    for line in host_lines(caplog))
     assert (seq / "take.mid").exists()
+
+
+def test_watcher_survives_a_failing_callback(tmp_path):
+    from compiler_bridge.watch import DebouncedWatcher
+
+    calls = []
+
+    def callback(changed):
+        calls.append(changed)
+        if len(calls) == 1:
+            raise OSError("the compile worker is gone")
+
+    with DebouncedWatcher(tmp_path, ["patch.py"], callback, debounce_s=0.01):
+        (tmp_path / "patch.py").write_text("a")
+        wait_for(lambda: len(calls) == 1)
+        time.sleep(0.05)  # let the first dispatch finish raising
+        (tmp_path / "patch.py").write_text("b")
+        wait_for(lambda: len(calls) == 2)
+    assert calls == [{"patch.py"}, {"patch.py"}]
+
+
+def test_a_refused_swap_keeps_the_old_tempo(project, caplog):
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "offline"\noutput = "take.mid"'))
+    compile_project(seq)
+    with Host(seq, watch=False) as host:
+        assert host.wait_idle() and host.transport.tempo_bpm == 120.0
+        toml.write_text(toml.read_text().replace("tempo_bpm = 120.0", "tempo_bpm = 90.0"))
+        (seq / "patch.py").write_text("class State:\n    x = 0.0\n\n\ndef audio(s, ctx, inp, out):\n    pass\n")
+        apply(host, compile_project(seq))
+        assert host.transport.tempo_bpm == 120.0

@@ -176,6 +176,25 @@ def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
     assert ons[new_at] == [60, 62, 64, 65][new_at % 4]
     assert state["notes"][0].tolist() == [60, 62, 64, 65]
     _assert_no_stuck_note(events)
+    # the new kernel never sends NoteOff for the old notes: they end at the swap itself
+    first_new = next(i for i, (_, d) in enumerate(events) if len(d) == 3 and d[0] == 0x99 and d[1] >= 60)
+    assert stuck_notes(d for _, d in events[:first_new]) == set()
+
+
+def test_a_live_channel_change_ends_the_notes_on_the_old_channel(programs):
+    with Capture("cap") as cap:
+        settings = MIDI.resolve({"channel": 10, "connect_to": "cap:in", "tempo_bpm": 600.0})
+        rt = MidiRuntime(settings)
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait(lambda: rt.stats()["ticks"] > 10 and rt.stats()["notes_on"] == 1)
+        rt.update_settings({**settings, "channel": 2})
+        _wait(lambda: rt.stats()["ticks"] > 40)
+        rt.close()
+        events = cap.stop()
+    notes = [d for _, d in events if len(d) == 3 and d[0] & 0xF0 in (0x80, 0x90)]
+    first_on_2 = next(i for i, d in enumerate(notes) if d[0] == 0x91)
+    assert stuck_notes(notes[:first_on_2]) == set()  # channel 10 was silent before channel 2 began
+    assert {d[0] for d in notes[first_on_2:]} <= {0x91, 0x81}
 
 
 def test_tempo_change_changes_spacing_at_the_next_tick_without_losing_one(programs):

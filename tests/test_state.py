@@ -109,3 +109,20 @@ def test_full_control_ring_drops_and_counts():
     assert ring.push(0, abi.KIND_F8, 1.0) and ring.push(0, abi.KIND_F8, 2.0)
     assert not ring.push(0, abi.KIND_F8, 3.0)
     assert ring.dropped == 1 and ring.pending() == 2
+
+
+def test_control_ring_skips_writes_outside_the_state_or_misaligned():
+    layout = StateLayout.from_class(Fields)
+    state = layout.defaults()
+    before = state.tobytes()
+    ring = abi.ControlRing(8)
+    size = layout.dtype.itemsize
+    ring.push(size, abi.KIND_F8, 1.0)  # past the end
+    ring.push(size - 4, abi.KIND_F8, 1.0)  # would run past the end
+    ring.push(4, abi.KIND_F8, 1.0)  # misaligned for a float64
+    ring.push(-8, abi.KIND_I8, 1.0)
+    assert abi.apply_controls(ring.header, ring.records, state.view(np.uint8)) == 0
+    assert state.tobytes() == before and ring.pending() == 0
+    ring.push(*layout.offset_of("a"), 2.5)
+    assert abi.apply_controls(ring.header, ring.records, state.view(np.uint8)) == 1
+    assert state["a"][0] == 2.5
