@@ -485,9 +485,6 @@ class NativeEngine:
         """The ``userData`` pointer to hand to PortAudio."""
         return self.slots.ctypes.data
 
-    def field(self, name: str):
-        return self.slots[0][name]
-
     def set_crossfade_ms(self, crossfade_ms: float) -> None:
         self.slots[0]["fade_frames"] = round(crossfade_ms * self.slots[0]["sample_rate"] / 1000.0)
 

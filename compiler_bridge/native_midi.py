@@ -77,8 +77,6 @@ PROGRAM_DTYPE = np.dtype(
     align=True,
 )
 
-SLOTS_TYPE = numba.from_dtype(SLOTS_DTYPE)
-PROGRAM_TYPE = numba.from_dtype(PROGRAM_DTYPE)
 
 # --- calls into libjack by integer address (cacheable: no ctypes objects) -----
 

@@ -158,10 +158,10 @@ LOGIC = RuntimeSchema(
 OFFLINE = RuntimeSchema(
     "offline",
     defaults={"output": None, "seconds": 10.0, "sample_rate": 48000, "block_frames": 256,
-              "channels_out": 2, "channels_in": 0, "ppqn": 24, "channel": 1},
+              "channels_out": 2, "ppqn": 24, "channel": 1},
     checks={"output": text(), "seconds": number(0.001, 86400.0), "sample_rate": integer(8000, 384000),
             "block_frames": integer(16, 4096, power_of_two=True), "channels_out": integer(1, 64),
-            "channels_in": integer(0, 64), "ppqn": integer(24, 960, multiple_of=24),
+            "ppqn": integer(24, 960, multiple_of=24),
             "channel": integer(1, 16)},
 )
 

@@ -43,9 +43,8 @@ class CompileResult:
 class CompileWorker:
     """Owns one worker process; :meth:`compile` is safe from any one thread."""
 
-    def __init__(self, *, timeout_s: float = 30.0, name: str = "livehost-compile") -> None:
+    def __init__(self, *, timeout_s: float = 30.0) -> None:
         self.timeout_s = timeout_s
-        self.name = name
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.restarts = 0

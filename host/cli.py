@@ -154,12 +154,10 @@ def cmd_run(args) -> int:
     with CompileWorker() as worker:
         def recompile(_changed=None) -> None:
             result = worker.compile(project)
-            if result.ok:
+            if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
                 log.info("Compiled %s in %.2f s", result.compiled["source_hash"], result.seconds)
                 for warning in result.compiled["warnings"]:
                     log.warning("%s", warning)
-            else:
-                log.error("Compile failed: %s", result.text)
 
         # Watch before the first compile, so that a save during start-up is not missed.
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):

@@ -62,7 +62,6 @@ class Host:
         self.runtime: Runtime | None = None
         self.settings: dict[str, Any] | None = None
         self.last_error: dict | None = None
-        self.applied = 0  # requests fully handled
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -159,7 +158,6 @@ class Host:
             finally:
                 with self._slot_cond:
                     self._busy = False
-                    self.applied += 1
                     self._slot_cond.notify_all()
 
     # --- selection, swap, destroy/create (always under self._lock) ---

@@ -7,7 +7,6 @@ lock, the closed-check and idempotency once, here; a runtime supplies only
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Protocol
 
@@ -16,8 +15,6 @@ import numpy as np
 from compiler_bridge.program import Program
 
 from .clock import Clock, SystemClock, Transport
-
-log = logging.getLogger("livehost.runtimes")
 
 
 class RuntimeInitError(RuntimeError):

@@ -30,7 +30,8 @@ class KernelCall:
         self.events = abi.new_events(channel)
         self.inp = np.zeros((max(frames, 1), max(channels_in, 1)), np.float32)
         self.out = np.zeros((max(frames, 1), max(channels_out, 1)), np.float32)
-        self.failures = 0
+        self.failed = False  # the kernel raised: it is not called again until a swap
+        self.kernel_errors = 0
         self.swaps = 0
         self._bind(program, state)
 
@@ -42,11 +43,15 @@ class KernelCall:
     def swap(self, program: Program) -> None:
         """Switch to *program*, carrying the state by the layout rules."""
         self._bind(program, program.layout.carry(self.program.layout, self.state))
+        self.failed = False
         self.swaps += 1
 
     def __call__(self, *, tick: int = 0, frame_time: int = 0, beat: float = 0.0, tempo_bpm: float = 120.0,
                  frames: int | None = None) -> list[tuple[int, int, int]]:
-        """Run the kernel once; return the raw events it emitted."""
+        """Run the kernel once; return the raw events it emitted (none once it raised)."""
+        if self.failed:
+            self.out[:] = 0.0
+            return []
         ctx = self.ctx
         ctx["tick"], ctx["frame_time"], ctx["beat"], ctx["tempo_bpm"] = tick, frame_time, beat, tempo_bpm
         if frames is not None:
@@ -55,6 +60,8 @@ class KernelCall:
         ok = self._fn(self.state.ctypes.data, ctx.ctypes.data, self.inp.ctypes.data, self.out.ctypes.data,
                       self.events.ctypes.data)
         if not ok:
-            self.failures += 1
+            self.failed = True
+            self.kernel_errors += 1
+            return []
         n = int(self.events[0, abi.EVENT_HEADER_COUNT])
         return [(int(a), int(b), int(c)) for a, b, c in self.events[1 : n + 1]]

@@ -51,10 +51,6 @@ class VirtualClock:
             if deadline_ns > self._now:
                 self._now = deadline_ns
 
-    def advance_ns(self, delta_ns: int) -> None:
-        with self._cond:
-            self._now += delta_ns
-
 
 class Transport:
     """Tempo and beat position shared by every runtime of one host.

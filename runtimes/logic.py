@@ -81,8 +81,9 @@ class LogicRuntime(BaseRuntime):
             return self._current_state().copy()
 
     def _stats(self) -> dict[str, Any]:
-        swaps = self._call.swaps if self._call else 0
-        return {**self._loop.stats(), "events_out": self.events_out, "notes_on": len(self.notes), "swaps": swaps}
+        call = self._call
+        return {**self._loop.stats(), "events_out": self.events_out, "notes_on": len(self.notes),
+                "swaps": call.swaps if call else 0, "kernel_errors": call.kernel_errors if call else 0}
 
     def _close(self) -> None:
         self._loop.stop()

@@ -77,6 +77,14 @@ def project(tmp_path):
 SESSION_PIDS: set[int] = set()
 
 
+def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:
+    """Wait until *predicate()* is true; fail the test after *timeout_s*."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(poll_s)
+
+
 def _children() -> set[int]:
     pids = set()
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
@@ -87,9 +95,8 @@ def _children() -> set[int]:
     return pids
 
 
-# Threads that live for the whole session by design: numba/llvm, JACK-Client
-# notification threads, the session's warm compile worker's reader.
-_ALLOWED_THREAD_PREFIXES = ("livehost-session", "ThreadPoolExecutor", "pydevd", "watchdog-session")
+# Threads that may outlive a test by design (none of livehost's own).
+_ALLOWED_THREAD_PREFIXES = ("pydevd",)
 
 
 def _open_files() -> set[str]:

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_for
 
 LIVEHOST = [sys.executable, "-m", "host.cli"]
 
@@ -70,13 +71,6 @@ def test_run_recompiles_on_save_and_stops_on_sigterm(project):
     assert "Swapped program" in err
     assert f"Compile failed: {seq / 'patch.py'}:21: NameError: name 'this' is not defined" in err
     assert "Destroying runtime: logic" in err and "Traceback" not in err
-
-
-def wait_for(predicate, timeout_s=60):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def wait_for_file_text(path, text):

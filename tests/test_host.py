@@ -6,7 +6,6 @@ Test runtimes record their calls; the registry is the real ``Registry``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from compiler_bridge.compile import compile_project
 from compiler_bridge.settings import RuntimeSchema, boolean, integer
+from conftest import wait_for
 from host import Host
 from runtimes.base import BaseRuntime
 from runtimes.registry import Registry, RegistryEntry
@@ -254,19 +254,6 @@ def test_live_run_restores_its_state_snapshot(project):
     with Host(seq, watch=False) as host:  # renders and tests start from defaults
         assert host.wait_idle()
         assert int(host.runtime.snapshot()[1]["velocity"][0]) == 100
-
-
-def wait_for(predicate, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def test_compiled_config_is_valid_json_with_schema(compiled):
-    _, first, _ = compiled
-    text = json.dumps(first)
-    assert json.loads(text)["schema_version"] == 1
 
 
 def test_a_program_the_runtime_cannot_play_keeps_the_old_one(project, caplog):

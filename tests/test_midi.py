@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
+from conftest import wait_for
 from jack_midi_capture import Capture
 from midi_checks import stuck_notes
 from runtimes.base import RuntimeInitError
@@ -62,15 +62,8 @@ def _runtime(**settings) -> MidiRuntime:
     return MidiRuntime(MIDI.resolve({"channel": 10, **settings}))
 
 
-def _wait(predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def _wait_ticks(rt: MidiRuntime, n: int) -> None:
-    _wait(lambda: rt.stats()["ticks"] >= n)
+    wait_for(lambda: rt.stats()["ticks"] >= n)
 
 
 def _clock_frames(events) -> np.ndarray:
@@ -144,7 +137,7 @@ def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
     with Capture("cap") as cap:
         midi = _runtime(connect_to="cap:in", tempo_bpm=600.0)
         midi.start(programs["sequencer"], programs["sequencer"].new_state())
-        _wait(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
+        wait_for(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
         program, state = midi.snapshot()
         midi.close()  # what the host does before creating the next runtime
         logic = LogicRuntime({"ppqn": 24, "channel": 10})
@@ -160,7 +153,7 @@ def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
     with Capture("cap") as cap:
         rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
         rt.start(programs["sequencer"], programs["sequencer"].new_state())
-        _wait(lambda: rt.stats()["ticks"] > 30 and rt.stats()["notes_on"] == 1)
+        wait_for(lambda: rt.stats()["ticks"] > 30 and rt.stats()["notes_on"] == 1)
         rt.load(programs["sequencer2"])
         swapped_at = rt.stats()["ticks"]
         _wait_ticks(rt, swapped_at + 30)
@@ -186,9 +179,9 @@ def test_a_live_channel_change_ends_the_notes_on_the_old_channel(programs):
         settings = MIDI.resolve({"channel": 10, "connect_to": "cap:in", "tempo_bpm": 600.0})
         rt = MidiRuntime(settings)
         rt.start(programs["sequencer"], programs["sequencer"].new_state())
-        _wait(lambda: rt.stats()["ticks"] > 10 and rt.stats()["notes_on"] == 1)
+        wait_for(lambda: rt.stats()["ticks"] > 10 and rt.stats()["notes_on"] == 1)
         rt.update_settings({**settings, "channel": 2})
-        _wait(lambda: rt.stats()["ticks"] > 40)
+        wait_for(lambda: rt.stats()["ticks"] > 40)
         rt.close()
         events = cap.stop()
     notes = [d for _, d in events if len(d) == 3 and d[0] & 0xF0 in (0x80, 0x90)]
@@ -223,8 +216,8 @@ def test_cc_into_the_input_port_changes_the_state_field(programs):
         cap.connect(cap.outport, rt.ports["input"])
         _wait_ticks(rt, 12)
         cap.send(0xB0, 74, 50)
-        _wait(lambda: rt.stats()["events_in"] == 1)
-        _wait(lambda: int(rt.snapshot()[1]["velocity"][0]) == 50, 10)
+        wait_for(lambda: rt.stats()["events_in"] == 1)
+        wait_for(lambda: int(rt.snapshot()[1]["velocity"][0]) == 50, 10)
         seen_at = rt.stats()["ticks"]
         _wait_ticks(rt, seen_at + 13)
         rt.close()
@@ -247,7 +240,7 @@ def test_a_destination_that_comes_back_is_reconnected(programs):
         _wait_ticks(rt, 10)
     first_events = first.stop()
     with Capture("cap") as second:
-        _wait(lambda: rt.stats()["reconnects"] == 1, 10)
+        wait_for(lambda: rt.stats()["reconnects"] == 1, 10)
         ticks = rt.stats()["ticks"]
         _wait_ticks(rt, ticks + 20)
         rt.close()
@@ -335,7 +328,7 @@ def test_kernel_exception_ends_its_notes(tmp_path):
     with Capture("cap") as cap:
         rt = _runtime(connect_to="cap:in", tempo_bpm=999.0)
         rt.start(program, program.new_state())
-        _wait(lambda: rt.stats()["kernel_errors"] == 1)
+        wait_for(lambda: rt.stats()["kernel_errors"] == 1)
         _wait_ticks(rt, 130)
         stats = rt.stats()
         rt.close()
@@ -351,7 +344,7 @@ def test_locate_sends_song_position_and_keeps_the_time_grid(programs):
         rt.start(programs["sequencer"], programs["sequencer"].new_state())
         _wait_ticks(rt, 20)
         rt.locate(4.0)  # bar 2: sixteenth 16
-        _wait(lambda: rt.stats()["ticks"] > 40)
+        wait_for(lambda: rt.stats()["ticks"] > 40)
         rt.close()
         stats = rt.stats()
         events = cap.stop()

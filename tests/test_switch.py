@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from compiler_bridge.compile import compile_project
+from conftest import wait_for
 from host import Host
 from jack_midi_capture import Capture
 from midi_checks import stuck_notes
@@ -25,13 +26,6 @@ def select(project, index: int) -> None:
              for line in toml.read_text().splitlines()]
     toml.write_text("\n".join(lines) + "\n")
     compile_project(project)
-
-
-def wait_for(predicate, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def record(cap: CaptureProcess, seconds: float) -> np.ndarray:
