@@ -203,7 +203,8 @@ class AudioRuntime(BaseRuntime):
             stream.start()
             self._wait("swap", seq, "start playing")
         except RuntimeInitError:
-            stream.close()
+            if not stream.close():
+                self._graveyard.append((stream, engine))  # PortAudio may still call into them
             raise
 
     def _load(self, program: Program) -> None:
