@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -30,6 +31,7 @@ from .state import StateLayout
 
 COMPILED_NAME = "compiled.json"
 ERROR_NAME = "error.json"
+KEEP_BUILDS = 16  # build folders kept per project: the newest ones
 TEST_BLOCKS = 16
 TEST_TICKS = 96
 
@@ -180,7 +182,17 @@ def compile_project(project_dir: Path) -> dict:
         raise
     write_json_atomic(out / COMPILED_NAME, compiled)
     (out / ERROR_NAME).unlink(missing_ok=True)
+    prune_builds(out / "build", keep=Path(compiled["build_dir"]))
     return compiled
+
+
+def prune_builds(builds: Path, keep: Path, newest: int = KEEP_BUILDS) -> None:
+    """Delete all but the *newest* build folders (and *keep*), so hours of saves
+    do not fill the disk. A running host has what it plays loaded in memory."""
+    folders = sorted((p for p in builds.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in folders[newest:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _compile(project_dir: Path) -> dict:

@@ -143,3 +143,15 @@ def test_worker_survives_a_patch_that_exits_or_kills_its_process(worker, project
     (sine / "patch.py").write_text((Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
     assert worker.compile(sine).ok  # a fresh worker took over
     SESSION_PIDS.add(worker.pid)
+
+
+def test_old_builds_are_pruned_but_the_published_one_stays(project):
+    from compiler_bridge.compile import KEEP_BUILDS
+
+    sine = project("sine")
+    patch = sine / "patch.py"
+    for i in range(KEEP_BUILDS + 3):
+        patch.write_text(patch.read_text() + f"\n# take {i}\n")
+        compiled = compile_project(sine)
+    builds = list((sine / ".livehost" / "build").iterdir())
+    assert len(builds) == KEEP_BUILDS and Path(compiled["build_dir"]) in builds
