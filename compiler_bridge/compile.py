@@ -275,18 +275,32 @@ def _check_field_names(config: ProjectConfig, layout: StateLayout) -> None:
 
 @dataclass(frozen=True)
 class RunShape:
-    """What a test run feeds an audio kernel: the first audio/offline entry's."""
+    """What a test run feeds the kernels: the selected runtime's settings, else
+    those of the first entry that has them (a device's own rate and block
+    size are not known here: 48 kHz and 256 frames, JACK's usual)."""
 
     sample_rate: int = 48000
     block_frames: int = 256
     channels_in: int = 0
     channels_out: int = 2
+    ppqn: int = 24
+    channel: int = 0  # 0-15
+    tempo_bpm: float = 120.0
 
     @classmethod
     def of(cls, config: ProjectConfig) -> "RunShape":
-        entry = next((e for e in config.runtime_settings if e.get("runtime") in ("audio", "offline")), {})
-        return cls(entry.get("sample_rate") or 48000, entry.get("block_frames") or 256,
-                   entry.get("channels_in") or 0, entry.get("channels_out") or 2)
+        entries = config.runtime_settings
+        selected = entries[config.selected_runtime] if 0 <= config.selected_runtime < len(entries) else {}
+
+        def pick(kinds: tuple[str, ...]) -> dict:
+            if selected.get("runtime") in kinds:
+                return selected
+            return next((e for e in entries if e.get("runtime") in kinds), {})
+
+        audio, midi = pick(("audio", "offline")), pick(("midi", "logic", "offline"))
+        return cls(audio.get("sample_rate") or 48000, audio.get("block_frames") or 256,
+                   audio.get("channels_in") or 0, audio.get("channels_out") or 2, midi.get("ppqn") or 24,
+                   (midi.get("channel") or 1) - 1, midi.get("tempo_bpm") or config.tempo_bpm)
 
 
 def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
@@ -304,9 +318,9 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
     for kernel, address in addresses.items():
         n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
         checked = getattr(build_mod, f"_{kernel}_checked")
-        state, ctx, inp, out, ev = _test_buffers(config, layout, shape)
+        state, ctx, inp, out, ev = _test_buffers(layout, shape)
         for i in range(n_calls):
-            _next_call(ctx, ev, i, shape.block_frames)
+            _next_call(ctx, ev, i, shape, kernel)
             args = (inp[:, : shape.channels_in], out) if kernel == "audio" else (ev,)
             try:
                 checked(state[0], ctx[0], *args)
@@ -316,10 +330,10 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                 raise PatchError(shown, line, f"{kernel}() raised {err.message} in the test run") from None
 
         fn = kernel_fn(address)
-        state, ctx, inp, out, ev = _test_buffers(config, layout, shape)
+        state, ctx, inp, out, ev = _test_buffers(layout, shape)
         times = []
         for i in range(n_calls):
-            _next_call(ctx, ev, i, shape.block_frames)
+            _next_call(ctx, ev, i, shape, kernel)
             t0 = time.perf_counter()
             fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
             times.append(time.perf_counter() - t0)
@@ -327,32 +341,48 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                 raise PatchError(shown, _line_of_def(build_mod.patch, kernel),
                                  f"audio() wrote NaN or inf in test block {i}")
             _check_state(layout, state, kernel, i, shown, build_mod.patch)
-            if kernel == "audio" and i >= 3:  # the first call may page memory in
-                _check_block_time(times[1:], shape, shown, build_mod.patch)
+            if i >= 3:  # the first call may page memory in
+                _check_block_time(times[1:], shape, kernel, shown, build_mod.patch)
 
 
-def _test_buffers(config, layout, shape: RunShape):
+def _test_buffers(layout, shape: RunShape):
     ctx = abi.new_context(sample_rate=shape.sample_rate, block_frames=shape.block_frames,
                           channels_in=shape.channels_in, channels_out=shape.channels_out,
-                          tempo_bpm=config.tempo_bpm, ppqn=24)
+                          tempo_bpm=shape.tempo_bpm, ppqn=shape.ppqn, channel=shape.channel)
     return (layout.defaults(), ctx, np.zeros((shape.block_frames, max(shape.channels_in, 1)), np.float32),
-            np.zeros((shape.block_frames, shape.channels_out), np.float32), abi.new_events())
+            np.zeros((shape.block_frames, shape.channels_out), np.float32), abi.new_events(shape.channel))
 
 
-def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, block_frames: int) -> None:
-    ctx["tick"], ctx["frame_time"], ctx["beat"] = i, i * block_frames, i / 24.0
+def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: str) -> None:
+    """Context of call *i*: a block for the audio kernel, a tick for the MIDI kernel."""
+    if kernel == "audio":
+        frame = i * shape.block_frames
+        beat = frame / shape.sample_rate * shape.tempo_bpm / 60.0
+    else:
+        frames_per_tick = shape.sample_rate * 60.0 / (shape.tempo_bpm * shape.ppqn)
+        frame, beat = round(i * frames_per_tick), i / shape.ppqn
+        ctx["block_frames"] = round(frames_per_tick)
+    ctx["tick"], ctx["frame_time"], ctx["beat"] = i, frame, beat
     ev[0, abi.EVENT_HEADER_COUNT] = 0
 
 
-def _check_block_time(times: list[float], shape: RunShape, shown, patch_mod) -> None:
-    """Reject a kernel whose typical block takes longer than a block lasts."""
-    block_frames, sample_rate = shape.block_frames, shape.sample_rate
-    block_s = block_frames / sample_rate
+def _check_block_time(times: list[float], shape: RunShape, kernel: str, shown, patch_mod) -> None:
+    """Reject a kernel whose typical call takes longer than it may.
+
+    An audio block must be computed within the block's own length. A MIDI
+    kernel runs inside a JACK process callback, so within one period, and
+    within one tick when ticks come faster than periods.
+    """
+    block_s = shape.block_frames / shape.sample_rate
+    budget_s, what = block_s, f"a block lasts {block_s * 1e3:.2f} ms ({shape.block_frames} frames at {shape.sample_rate} Hz)"
+    tick_s = 60.0 / (shape.tempo_bpm * shape.ppqn)
+    if kernel == "midi" and tick_s < block_s:
+        budget_s, what = tick_s, f"a tick lasts {tick_s * 1e3:.2f} ms ({shape.ppqn} ppqn at {shape.tempo_bpm:g} BPM)"
     typical = sorted(times)[len(times) // 2]
-    if typical > block_s:
-        raise PatchError(shown, _line_of_def(patch_mod, "audio"),
-                         f"audio() takes {typical * 1e3:.2f} ms per block; a block lasts "
-                         f"{block_s * 1e3:.2f} ms ({block_frames} frames at {sample_rate} Hz)")
+    if typical > budget_s:
+        unit = "block" if kernel == "audio" else "tick"
+        raise PatchError(shown, _line_of_def(patch_mod, kernel),
+                         f"{kernel}() takes {typical * 1e3:.2f} ms per {unit}; {what}")
 
 
 def _check_state(layout, state, kernel, i, shown, patch_mod) -> None:

@@ -57,6 +57,10 @@ BAD = [
      "made state field 'freq_hz' NaN or inf"),
     ("def audio(s, ctx, inp, out):\n    x = 0.0\n    for i in range(2_000_000):\n        x += math.sin(i)\n"
      "    out[0, 0] = x * 1e-12\n", 8, "per block; a block lasts 5.33 ms (256 frames at 48000 Hz)"),
+    ("def midi(s, ctx, ev):\n    x = 0.0\n    for i in range(2_000_000):\n        x += math.sin(i)\n"
+     "    s.freq_hz = 440.0 + x * 1e-12\n", 8, "midi() takes"),
+    ("def midi(s, ctx, ev):\n    if ctx.ppqn != 24 or ctx.beat * 24 != ctx.tick:\n        raise ValueError('ctx')\n"
+     "    note_on(ev, 60, 300)\n", 11, "name 'note_on' is not defined"),
     ("x = 1 / 0\n", 8, "ZeroDivisionError"),
     ("def helper():\n    pass\n", None, "defines no kernel"),
 ]
@@ -155,3 +159,18 @@ def test_old_builds_are_pruned_but_the_published_one_stays(project):
         compiled = compile_project(sine)
     builds = list((sine / ".livehost" / "build").iterdir())
     assert len(builds) == KEEP_BUILDS and Path(compiled["build_dir"]) in builds
+
+
+def test_the_test_run_feeds_the_selected_runtime_settings(project):
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace("channel = 10", "channel = 10\nppqn = 96\ntempo_bpm = 90.0"))
+    (seq / "patch.py").write_text(
+        "class State:\n    calls = 0\n\n\ndef midi(s, ctx, ev):\n"
+        "    if ctx.ppqn != 96 or ctx.channel != 9 or ctx.tempo_bpm != 90.0 or ctx.beat * 96 != ctx.tick:\n"
+        "        raise ValueError('not what the midi runtime would give')\n"
+        "    s.calls += 1\n")
+    assert compile_project(seq)["kernels"] == ["midi"]
+    toml.write_text(toml.read_text().replace("ppqn = 96", "ppqn = 48"))
+    with pytest.raises(PatchError, match="not what the midi runtime would give"):
+        compile_project(seq)
