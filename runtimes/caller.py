@@ -46,6 +46,13 @@ class KernelCall:
         self.failed = False
         self.swaps += 1
 
+    def tick(self, n: int, *, beat: float, tempo_bpm: float) -> list[tuple[int, int, int]]:
+        """Run a MIDI kernel for tick *n* with the context the JACK path gives it:
+        ``block_frames`` is the frames per tick, ``frame_time`` the tick's frame."""
+        frames_per_tick = float(self.ctx["sample_rate"][0]) * 60.0 / (tempo_bpm * int(self.ctx["ppqn"][0]))
+        return self(tick=n, beat=beat, tempo_bpm=tempo_bpm, frames=round(frames_per_tick),
+                    frame_time=round(n * frames_per_tick))
+
     def __call__(self, *, tick: int = 0, frame_time: int = 0, beat: float = 0.0, tempo_bpm: float = 120.0,
                  frames: int | None = None) -> list[tuple[int, int, int]]:
         """Run the kernel once; return the raw events it emitted (none once it raised)."""

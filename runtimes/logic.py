@@ -47,7 +47,7 @@ class LogicRuntime(BaseRuntime):
             if self._call is None:
                 return
             beat = self._loop.first_beat + n / self._loop.ppqn
-            for ev in self._call(tick=n, beat=beat, tempo_bpm=self.transport.tempo_bpm):
+            for ev in self._call.tick(n, beat=beat, tempo_bpm=self.transport.tempo_bpm):
                 self._emit(n, ev)
 
     def _emit(self, tick: int, ev: tuple[int, int, int]) -> None:

@@ -66,7 +66,7 @@ def render_midi(program: Program, path: Path, seconds: float, *, ppqn: int = 24,
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
     last = 0
     for n in range(ticks):
-        for ev in call(tick=n, beat=n / ppqn, tempo_bpm=tempo):
+        for ev in call.tick(n, beat=n / ppqn, tempo_bpm=tempo):
             notes.feed(*ev)
             track.append(mido.Message.from_bytes(list(ev), time=n - last))
             last = n

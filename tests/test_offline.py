@@ -102,3 +102,17 @@ def test_every_example_compiles_and_renders(project, tmp_path, name):
         if program.has(kernel):
             out = render(program, tmp_path / f"{name}{suffix}", 1.0)
             assert out.stat().st_size > 100
+
+
+def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
+    from runtimes.caller import KernelCall
+
+    proj = tmp_path / "ctx"
+    proj.mkdir()
+    (proj / "livehost.toml").write_text('[[runtime_settings]]\nruntime = "logic"\n')
+    (proj / "patch.py").write_text("class State:\n    frames = 0\n    frame = 0\n\n\n"
+                                   "def midi(s, ctx, ev):\n    s.frames = ctx.block_frames\n    s.frame = ctx.frame_time\n")
+    program = Program.from_compiled(compile_project(proj))
+    call = KernelCall(program, "midi", program.new_state(), ppqn=24)
+    call.tick(5, beat=5 / 24, tempo_bpm=120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
+    assert int(call.state["frames"][0]) == 1000 and int(call.state["frame"][0]) == 5000
