@@ -50,7 +50,7 @@ def test_switch_audio_to_midi_and_back_carries_state_and_leaves_nothing_on(proje
             # A live change of state on the audio thread, carried into MIDI below.
             offset, kind = host.runtime.program.layout.offset_of("notes", 0)
             host.runtime.controls.push(offset, kind, 50)
-            time.sleep(0.2)
+            wait_for(lambda: host.runtime.controls.pending() == 0)  # taken at a block boundary
 
             select(switch, 1)
             wait_for(lambda: host.runtime is not None and host.runtime.id == "midi")
