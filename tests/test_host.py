@@ -93,6 +93,14 @@ def with_runtimes(compiled: dict, entries: list[dict], selected: int = 0) -> dic
     return c
 
 
+def sequencer_on(project, runtime_lines: str):
+    """examples/sequencer copied, its first runtime entry (midi) replaced by *runtime_lines*."""
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', runtime_lines))
+    return seq
+
+
 def host_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "livehost.host"]
 
@@ -211,9 +219,7 @@ def test_latest_request_wins_while_one_initialises(host, compiled, caplog):
 
 def test_watcher_follows_compiles_and_ignores_broken_configs(project, caplog):
     caplog.set_level(logging.INFO, logger="livehost")
-    seq = project("sequencer")
-    toml = seq / "livehost.toml"
-    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "logic"'))
+    seq = sequencer_on(project, 'runtime = "logic"')
     first = compile_project(seq)
     with Host(seq, debounce_s=0.02) as host:
         assert host.wait_idle() and host.runtime.id == "logic"
@@ -240,9 +246,7 @@ def test_watcher_follows_compiles_and_ignores_broken_configs(project, caplog):
 
 
 def test_live_run_restores_its_state_snapshot(project):
-    seq = project("sequencer")
-    toml = seq / "livehost.toml"
-    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "logic"'))
+    seq = sequencer_on(project, 'runtime = "logic"')
     compile_project(seq)
     with Host(seq, restore_state=True, watch=False) as host:
         assert host.wait_idle()
@@ -258,9 +262,7 @@ def test_live_run_restores_its_state_snapshot(project):
 
 def test_a_program_the_runtime_cannot_play_keeps_the_old_one(project, caplog):
     caplog.set_level(logging.INFO, logger="livehost")
-    seq = project("sequencer")
-    toml = seq / "livehost.toml"
-    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "offline"\noutput = "take.mid"'))
+    seq = sequencer_on(project, 'runtime = "offline"\noutput = "take.mid"')
     first = compile_project(seq)
     with Host(seq, watch=False) as host:
         assert host.wait_idle() and host.runtime.id == "offline"
@@ -292,12 +294,11 @@ def test_watcher_survives_a_failing_callback(tmp_path):
 
 
 def test_a_refused_swap_keeps_the_old_tempo(project, caplog):
-    seq = project("sequencer")
-    toml = seq / "livehost.toml"
-    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "offline"\noutput = "take.mid"'))
+    seq = sequencer_on(project, 'runtime = "offline"\noutput = "take.mid"')
     compile_project(seq)
     with Host(seq, watch=False) as host:
         assert host.wait_idle() and host.transport.tempo_bpm == 120.0
+        toml = seq / "livehost.toml"
         toml.write_text(toml.read_text().replace("tempo_bpm = 120.0", "tempo_bpm = 90.0"))
         (seq / "patch.py").write_text("class State:\n    x = 0.0\n\n\ndef audio(s, ctx, inp, out):\n    pass\n")
         apply(host, compile_project(seq))
