@@ -2,7 +2,7 @@
 
 Measured in this run, on this machine (no device needed):
 
-1. Per-block cost of the livehost trampoline (``native_audio.audio_callback``)
+1. Per-block cost of the livehost trampoline (``runtimes.audio.engine.audio_callback``)
    playing an empty kernel, vs a minimal C PortAudio callback that writes
    silence; both called through the same C timing loop, 256 stereo frames.
 2. Throughput of a 64-oscillator additive synth: the patch compiled by
@@ -31,7 +31,7 @@ import numpy as np
 
 from compiler_bridge.abi import new_context, new_events
 from compiler_bridge.compile import compile_project
-from compiler_bridge.native_audio import NativeEngine, audio_callback
+from runtimes.audio.engine import NativeEngine, audio_callback
 from compiler_bridge.program import Program
 
 SAMPLE_RATE = 48000.0  # Hz

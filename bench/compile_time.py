@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def main(rounds: int = 5) -> dict:
         project = Path(tmp) / "sine"
         shutil.copytree(ROOT / "examples" / "sine", project)
         t0 = time.perf_counter()
-        with CompileWorker() as worker:
+        worker = CompileWorker()
+        try:  # not `with`: a start cut short by Ctrl-C or SIGTERM must end the worker too
+            worker.start()
             start_s = time.perf_counter() - t0
             cold = worker.compile(project)
             assert cold.ok, cold.text
@@ -53,6 +56,8 @@ def main(rounds: int = 5) -> dict:
                 result = worker.compile(project)
                 assert result.ok, result.text
                 warm.append(result.seconds)
+        finally:
+            worker.close()
         loads = []
         for _ in range(3):
             out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, str(Path(tmp) / "first.json"),
@@ -78,4 +83,5 @@ def main(rounds: int = 5) -> dict:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # run the clean-up in main()
     main()

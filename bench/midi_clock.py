@@ -12,8 +12,10 @@ The last output line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +44,7 @@ from pathlib import Path
 from compiler_bridge.compile import compile_project
 n = 0
 while True:
-    d = Path(tempfile.mkdtemp()) / "p"
+    d = Path(tempfile.mkdtemp(dir=sys.argv[2])) / "p"  # inside the bench's folder: removed with it
     shutil.copytree(sys.argv[1], d)
     with open(d / "patch.py", "a") as f:
         f.write(f"\\n# variant {n}\\n")  # a new source hash: a real numba compile each time
@@ -52,12 +54,14 @@ while True:
 """
 
 
-def _sleep_loop(port, period_s: float, ticks: int) -> None:
+def _sleep_loop(port, period_s: float, ticks: int, stop: threading.Event) -> None:
     """The reference: what most Python live-coding tools do."""
     import mido
 
     clock = mido.Message("clock")
     for _ in range(ticks):
+        if stop.is_set():
+            return
         port.send(clock)
         time.sleep(period_s)
 
@@ -82,32 +86,32 @@ def _pass(program: Program, ticks: int, label: str) -> dict[str, dict]:
     import mido
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
-    caps = {(who, bpm): Capture(f"bench-{who}-{int(bpm)}") for who in ("livehost", "sleep") for bpm in TEMPOS}
-    runtimes, ports, threads = [], [], []
-    try:
-        for bpm in TEMPOS:
-            rt = MidiRuntime(MIDI.resolve({"connect_to": caps["livehost", bpm].inport, "tempo_bpm": bpm}))
-            rt.start(program, program.new_state())
-            runtimes.append(rt)
-            port = backend.open_output(caps["sleep", bpm].inport)
-            ports.append(port)
-            t = threading.Thread(target=_sleep_loop, args=(port, 60.0 / (bpm * 24), ticks + 1))
-            threads.append(t)
-        time.sleep(0.3)  # rtmidi connects asynchronously
-        for t in threads:
-            t.start()
-        for rt in runtimes:
-            while rt.stats()["ticks"] < ticks + 2:
-                time.sleep(0.05)
-        for t in threads:
-            t.join()
-        time.sleep(0.1)
-    finally:
-        for rt in runtimes:
-            rt.close()
+    runtimes, threads = [], []
+    stop = threading.Event()
+    # Exit stacks, so that an error, Ctrl-C or SIGTERM still ends every
+    # capture child, runtime, port and thread, not only a finished pass.
+    with contextlib.ExitStack() as children:
+        caps = {(who, bpm): children.enter_context(Capture(f"bench-{who}-{int(bpm)}"))
+                for who in ("livehost", "sleep") for bpm in TEMPOS}
+        with contextlib.ExitStack() as players:
+            for bpm in TEMPOS:
+                rt = players.enter_context(
+                    MidiRuntime(MIDI.resolve({"connect_to": caps["livehost", bpm].inport, "tempo_bpm": bpm})))
+                rt.start(program, program.new_state())
+                runtimes.append(rt)
+                port = players.enter_context(backend.open_output(caps["sleep", bpm].inport))
+                threads.append(threading.Thread(target=_sleep_loop, args=(port, 60.0 / (bpm * 24), ticks + 1, stop)))
+            players.callback(_stop_threads, threads, stop)  # runs first: no send on a closed port
+            time.sleep(0.3)  # rtmidi connects asynchronously
+            for t in threads:
+                t.start()
+            for rt in runtimes:
+                while rt.stats()["ticks"] < ticks + 2:
+                    time.sleep(0.05)
+            for t in threads:
+                t.join()
+            time.sleep(0.1)
         own = {bpm: rt.stats() for bpm, rt in zip(TEMPOS, runtimes)}
-        for port in ports:
-            port.close()
         recorded = {key: cap.stop() for key, cap in caps.items()}
     out = {}
     for (who, bpm), events in recorded.items():
@@ -122,22 +126,32 @@ def _pass(program: Program, ticks: int, label: str) -> dict[str, dict]:
     return out
 
 
+def _stop_threads(threads: list[threading.Thread], stop: threading.Event) -> None:
+    stop.set()
+    for t in threads:
+        if t.is_alive():
+            t.join()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # run the clean-up below
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=10_000, help="clock ticks per tempo and pass")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="livehost-bench-"))
-    shutil.copytree(ROOT / "examples" / "sequencer", work / "seq")
-    program = Program.from_compiled(compile_project(work / "seq"))
-
-    idle = _pass(program, args.ticks, "idle")
-    load = subprocess.Popen([sys.executable, "-c", COMPILE_LOOP, str(ROOT / "examples" / "switch")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    load = None
     try:
+        shutil.copytree(ROOT / "examples" / "sequencer", work / "seq")
+        program = Program.from_compiled(compile_project(work / "seq"))
+
+        idle = _pass(program, args.ticks, "idle")
+        load = subprocess.Popen([sys.executable, "-c", COMPILE_LOOP, str(ROOT / "examples" / "switch"), str(work)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         loaded = _pass(program, args.ticks, "compile-load")
     finally:
-        load.kill()
-        load.wait()
+        if load is not None:
+            load.terminate()
+            load.wait()
         shutil.rmtree(work, ignore_errors=True)
 
     def worst(figures: dict, who: str, key: str) -> float:

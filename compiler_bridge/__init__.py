@@ -3,6 +3,8 @@
 Imports neither ``host`` nor ``runtimes``; never imports sounddevice.
 """
 
-from .errors import ConfigError, PatchError, SourceError
+from .errors import (CompiledConfigError, ConfigError, DeviceError, HostError, PatchError, RuntimeInitError,
+                     SourceError)
 
-__all__ = ["ConfigError", "PatchError", "SourceError"]
+__all__ = ["CompiledConfigError", "ConfigError", "DeviceError", "HostError", "PatchError", "RuntimeInitError",
+           "SourceError"]

@@ -17,14 +17,17 @@ The audio runtime calls the entry from a PortAudio callback, the MIDI runtime
 from a JACK process callback or a clock thread, the logic and offline runtimes
 from Python through ctypes: the same compiled code everywhere.
 
-Values reach a running kernel from outside (MIDI input, OSC, the host) only
-through a :class:`ControlRing`, a single-producer single-consumer ring that
-the real-time side drains at block or tick boundaries with
-:func:`apply_controls`. Nothing here allocates, locks or takes the GIL on the
-real-time side.
+Also here, because every side of that convention uses them: :func:`fill_context`
+(the one place a context's per-call fields are written: the compile test run,
+the logic, offline, audio and MIDI engines), the acquire/release hand-over
+(:func:`load_acquire`, :func:`store_release`) and the state carry-over.
+The real-time engines themselves live under ``runtimes/``. Nothing here
+allocates, locks or takes the GIL on the real-time side.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numba
 import numpy as np
@@ -57,13 +60,13 @@ EVENT_HEADER_COUNT, EVENT_HEADER_CAPACITY, EVENT_HEADER_CHANNEL = 0, 1, 2
 KERNEL_SIGNATURE = types.int32(*(types.voidptr,) * 5)
 KERNEL_NAMES = ("audio", "midi")
 
-# ControlRing record kinds: how a value is stored at its byte offset.
+# How a state write stores its value at its byte offset (see StateLayout.target).
 KIND_F8, KIND_F4, KIND_I8, KIND_I4, KIND_U1 = 0, 1, 2, 3, 4
 _KINDS = {"f8": KIND_F8, "f4": KIND_F4, "i8": KIND_I8, "i4": KIND_I4, "u1": KIND_U1, "b1": KIND_U1}
 
 
 def kind_of(dtype: np.dtype) -> int:
-    """Return the ring kind code for a scalar dtype (native byte order)."""
+    """Return the write kind code for a scalar dtype (native byte order)."""
     key = f"{dtype.kind}{dtype.itemsize}"
     if key not in _KINDS:
         raise TypeError(f"unsupported state dtype {dtype}")
@@ -151,6 +154,79 @@ def _to_c(builder, value, want):
 call_kernel = native_function("i32", "ptr", "ptr", "ptr", "ptr", "ptr")
 
 
+
+
+@intrinsic
+def address_of(typingctx, pointer):
+    """Return the integer address of a ``void *`` (for pointer arithmetic)."""
+    if not isinstance(pointer, types.RawPointer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], ir.IntType(64))
+
+    return types.int64(pointer), codegen
+
+
+def _fence(ordering: str):
+    @intrinsic
+    def fence(typingctx):
+        def codegen(context, builder, signature, args):
+            builder.fence(ordering)
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    return fence
+
+
+_acquire, _release = _fence("acquire"), _fence("release")
+
+
+# Memory ordering for every hand-over between a Python thread and a native
+# callback: a writer fills fields, then publishes a sequence number or an
+# address after release_fence(); a reader loads it, calls acquire_fence(),
+# then reads the fields. Plain stores keep their order on x86 but not on
+# ARM64. Both are callable from Python too (a fence orders the calling
+# thread's earlier numpy stores as well).
+
+
+@numba.njit(cache=True, nogil=True)
+def acquire_fence():
+    _acquire()
+
+
+@numba.njit(cache=True, nogil=True)
+def release_fence():
+    _release()
+
+
+@numba.njit(cache=True, nogil=True)
+def load_acquire(array, index):
+    """``array[index]``, ordered before every later load (numba and Python)."""
+    value = array[index]
+    acquire_fence()
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
+def store_release(array, index, value):
+    """``array[index] = value``, ordered after every earlier store (numba and Python)."""
+    release_fence()
+    array[index] = value
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_context(ctx, block_frames, tick, frame_time, beat, tempo_bpm):
+    """Write the per-call fields of a one-record context array (every caller uses this)."""
+    c = ctx[0]
+    c.block_frames = block_frames
+    c.tick = tick
+    c.frame_time = frame_time
+    c.beat = beat
+    c.tempo_bpm = tempo_bpm
+
+
 @numba.njit(cache=True, nogil=True)
 def carry_state(src, dst, table):
     """Copy carried fields from *src* to *dst* state bytes (uint8 arrays).
@@ -163,70 +239,14 @@ def carry_state(src, dst, table):
             dst[d + i] = src[s + i]
 
 
-RING_HEADER_WRITE, RING_HEADER_READ = 0, 1
+# The same entry called from Python (the compile test run, offline renders).
+KERNEL_CFUNCTYPE = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
 
 
-@numba.njit(cache=True, nogil=True)
-def apply_controls(header, records, state):
-    """Drain a :class:`ControlRing` into *state* bytes; return how many applied.
-
-    *header* is int64 ``[written, read]``, *records* float64 ``(cap, 3)`` of
-    ``[byte_offset, kind, value]``. Single consumer: only this advances read.
-    A record outside *state* or misaligned for its kind (pushed for another
-    program's layout) is skipped, never written.
-    """
-    written = header[RING_HEADER_WRITE]
-    read = header[RING_HEADER_READ]
-    cap = records.shape[0]
-    n = 0
-    while read < written:
-        r = read % cap
-        off = np.int64(records[r, 0])
-        kind = np.int64(records[r, 1])
-        value = records[r, 2]
-        read += 1
-        size = 8 if kind == KIND_F8 or kind == KIND_I8 else 4 if kind == KIND_F4 or kind == KIND_I4 else 1
-        if off < 0 or off + size > state.shape[0] or off % size != 0:
-            continue  # not a field of this state (an offset from another layout): skipped
-        if kind == KIND_F8:
-            state[off : off + 8].view(np.float64)[0] = value
-        elif kind == KIND_F4:
-            state[off : off + 4].view(np.float32)[0] = np.float32(value)
-        elif kind == KIND_I8:
-            state[off : off + 8].view(np.int64)[0] = np.int64(value)
-        elif kind == KIND_I4:
-            state[off : off + 4].view(np.int32)[0] = np.int32(value)
-        else:
-            state[off] = np.uint8(value != 0.0)
-        n += 1
-    header[RING_HEADER_READ] = read
-    return n
-
-
-class ControlRing:
-    """Single-producer single-consumer ring of state writes.
-
-    The producer (one Python thread) calls :meth:`push`; the real-time side
-    calls :func:`apply_controls` with :attr:`header` and :attr:`records` at a
-    block or tick boundary. A full ring drops the write and counts it.
-    """
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self.header = np.zeros(2, np.int64)
-        self.records = np.zeros((capacity, 3), np.float64)
-        self.dropped = 0
-
-    def push(self, byte_offset: int, kind: int, value: float) -> bool:
-        written = int(self.header[RING_HEADER_WRITE])
-        cap = self.records.shape[0]
-        if written - int(self.header[RING_HEADER_READ]) >= cap:
-            self.dropped += 1
-            return False
-        self.records[written % cap] = (byte_offset, kind, value)
-        # The record is stored before the count moves. x86 keeps the order of
-        # two plain stores; a weakly ordered CPU (ARM64) would need a barrier.
-        self.header[RING_HEADER_WRITE] = written + 1
-        return True
-
-    def pending(self) -> int:
-        return int(self.header[RING_HEADER_WRITE] - self.header[RING_HEADER_READ])
+def prefault(*arrays: np.ndarray) -> None:
+    """Write every page of *arrays* once, so the real-time side never takes a
+    first-touch page fault (which waits on the process's memory-map lock,
+    held by whatever thread is allocating at that moment)."""
+    for array in arrays:
+        raw = array.reshape(-1).view(np.uint8)
+        raw[::4096] = raw[::4096]

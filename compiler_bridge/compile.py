@@ -24,9 +24,10 @@ import numba
 import numpy as np
 
 from . import abi, api
-from .config import PATCH_NAME, ProjectConfig, load_config
+from .config import MAX_PATCH_BYTES, PATCH_NAME, ProjectConfig, load_config
 from .errors import ConfigError, PatchError
 from .program import SCHEMA_VERSION, load_build
+from .sources import read_source
 from .state import StateLayout
 
 COMPILED_NAME = "compiled.json"
@@ -117,14 +118,13 @@ def _jsonable(value):
 def _read_patch(project_dir: Path) -> tuple[str, dict]:
     """Execute ``patch.py`` in a fresh namespace; errors carry patch.py:LINE."""
     path = Path(project_dir) / PATCH_NAME
-    try:
-        source = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PatchError(str(path), None, f"cannot read patch: {exc.strerror}") from None
+    source = read_source(project_dir, PATCH_NAME, max_bytes=MAX_PATCH_BYTES, error=PatchError, what="patch")
     try:
         code = compile(source, str(path), "exec")
     except SyntaxError as exc:
         raise PatchError(str(path), exc.lineno, f"SyntaxError: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # what Python's parser raises on absurdly deep nesting
+        raise PatchError(str(path), None, "nested too deeply for Python to compile") from None
     namespace: dict = {"__name__": "livehost_patch_check", "__file__": str(path)}
     try:
         exec(code, namespace)
@@ -239,9 +239,9 @@ def _compile(project_dir: Path) -> dict:
         raise PatchError(patch_path, _line_of(source, f".{attr}"),
                          f"no field {attr!r} in the state or the context "
                          f"(state fields: {', '.join(layout.names()) or 'none'})") from None
-    except Exception as exc:  # numba's errors are many classes
-        if isinstance(exc, SyntaxError | NameError | ImportError):
-            raise _patch_error_from(exc, patch_path, str(build / PATCH_NAME)) from None
+    except (SyntaxError, NameError, ImportError) as exc:  # the build's patch.py runs on import
+        raise _patch_error_from(exc, patch_path, str(build / PATCH_NAME)) from None
+    except numba.core.errors.NumbaError as exc:  # anything else is a bug of ours: the worker says so
         raise _typing_error(exc, build / PATCH_NAME, patch_path, source) from None
     compiled["compile_seconds"] = round(time.perf_counter() - t0, 4)
     _test_run(config, layout, build_mod, addresses, patch_path, str(build / PATCH_NAME))
@@ -311,10 +311,7 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
     later in the audio thread. Then the real entry point, as a runtime calls
     it: NaN/inf output or state, and per-block time, are checked.
     """
-    import ctypes
-
     shape = RunShape.of(config)
-    kernel_fn = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
     for kernel, address in addresses.items():
         n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
         checked = getattr(build_mod, f"_{kernel}_checked")
@@ -329,7 +326,7 @@ def _test_run(config, layout, build_mod, addresses, shown, real) -> None:
                 line = err.line or _line_of_def(build_mod.patch, kernel)
                 raise PatchError(shown, line, f"{kernel}() raised {err.message} in the test run") from None
 
-        fn = kernel_fn(address)
+        fn = abi.KERNEL_CFUNCTYPE(address)
         state, ctx, inp, out, ev = _test_buffers(layout, shape)
         times = []
         for i in range(n_calls):
@@ -356,13 +353,12 @@ def _test_buffers(layout, shape: RunShape):
 def _next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: str) -> None:
     """Context of call *i*: a block for the audio kernel, a tick for the MIDI kernel."""
     if kernel == "audio":
-        frame = i * shape.block_frames
+        frames, frame = shape.block_frames, i * shape.block_frames
         beat = frame / shape.sample_rate * shape.tempo_bpm / 60.0
     else:
         frames_per_tick = shape.sample_rate * 60.0 / (shape.tempo_bpm * shape.ppqn)
-        frame, beat = round(i * frames_per_tick), i / shape.ppqn
-        ctx["block_frames"] = round(frames_per_tick)
-    ctx["tick"], ctx["frame_time"], ctx["beat"] = i, frame, beat
+        frames, frame, beat = round(frames_per_tick), round(i * frames_per_tick), i / shape.ppqn
+    abi.fill_context(ctx, frames, i, frame, beat, shape.tempo_bpm)
     ev[0, abi.EVENT_HEADER_COUNT] = 0
 
 
@@ -395,12 +391,3 @@ def _check_state(layout, state, kernel, i, shown, patch_mod) -> None:
 def _line_of_def(patch_mod, kernel: str) -> int | None:
     fn = getattr(patch_mod, kernel, None)
     return getattr(getattr(fn, "__code__", None), "co_firstlineno", None)
-
-
-def read_compiled(project_dir: Path) -> dict | None:
-    path = livehost_dir(project_dir) / COMPILED_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-

@@ -15,9 +15,13 @@ from typing import Any
 
 from .errors import ConfigError
 from .settings import SCHEMAS, RuntimeSchema, number
+from .sources import read_source
 
 CONFIG_NAME = "livehost.toml"
 PATCH_NAME = "patch.py"
+# Far above any real project's files; a bigger one is a mistake, refused unread.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_PATCH_BYTES = 4 << 20
 
 TOP_LEVEL = {
     "name": (str, "a string"),
@@ -80,13 +84,12 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
     back to the default runtime at start-up).
     """
     path = Path(project_dir) / CONFIG_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read project config: {exc.strerror}") from None
+    text = read_source(project_dir, CONFIG_NAME, max_bytes=MAX_CONFIG_BYTES, error=ConfigError, what="project config")
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except RecursionError:
+        raise ConfigError(str(path), None, "invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer too long for int()
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(str(path), int(m.group(1)) if m else None, f"invalid TOML: {exc}") from None
     lines = _key_lines(text)

@@ -1,9 +1,18 @@
-"""Errors a performer can hit: each says what and where (file:line)."""
+"""livehost's errors: one family, each kind also a built-in exception.
+
+Like python-rtmidi's: catch :class:`HostError` for anything livehost raises on
+purpose, or the built-in (``ValueError``, ``OSError``, ``RuntimeError``) a
+caller already handles. Errors a performer can hit say what and where.
+"""
 
 from __future__ import annotations
 
 
-class SourceError(ValueError):
+class HostError(Exception):
+    """Base of every error livehost raises on purpose."""
+
+
+class SourceError(HostError, ValueError):
     """A problem in a project file, reported as ``file:line: message``.
 
     *line* is 1-based, or ``None`` when no line applies.
@@ -29,3 +38,26 @@ class ConfigError(SourceError):
 
 class PatchError(SourceError):
     """A bad ``patch.py``: syntax, typing, exception or NaN/inf in the test run."""
+
+
+class CompiledConfigError(HostError, ValueError):
+    """A ``compiled.json`` that cannot be played: unreadable, incomplete, another version."""
+
+
+class RuntimeInitError(HostError, RuntimeError):
+    """A runtime could not start, swap or stop; the message says why."""
+
+
+class DeviceError(RuntimeInitError, OSError):
+    """An audio device, a MIDI port or the JACK server is missing or failed.
+
+    *code* is the device layer's own error code when it has one (PortAudio's
+    ``PaError``), else ``None``.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])

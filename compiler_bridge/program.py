@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,65 @@ from types import ModuleType
 
 import numpy as np
 
-from .abi import ABI_VERSION
+from .abi import ABI_VERSION, KERNEL_NAMES
+from .errors import CompiledConfigError
 from .state import StateLayout
 
 SCHEMA_VERSION = 1  # of compiled.json
+COMPILED_PATH = Path(".livehost", "compiled.json")  # in a project folder
+
+# What a host needs from a compiled config, and the type of each.
+_REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "project": str, "build_dir": str,
+             "kernels": list, "state": list, "config": dict}
+_REQUIRED_CONFIG = {"selected_runtime": int, "tempo_bpm": (int, float), "runtime_settings": list}
+_STATE_FIELD = {"name", "dtype", "shape", "default"}
+
+
+def read_compiled(path: Path) -> dict:
+    """Read and check a compiled config: *path* is ``compiled.json`` or its project folder.
+
+    Raises :class:`CompiledConfigError` naming the file when it is unreadable,
+    not a JSON object, incomplete, of another schema or ABI, or has a required
+    key of the wrong type.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / COMPILED_PATH
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise CompiledConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CompiledConfigError(f"{path}: not JSON: {exc}") from None
+    check_compiled(data, str(path))
+    return data
+
+
+def check_compiled(data: object, where: str = "compiled config") -> None:
+    """Raise :class:`CompiledConfigError` (``where: problem``) unless *data* is a playable compiled config."""
+    if not isinstance(data, dict):
+        raise CompiledConfigError(f"{where}: expected a JSON object, not {type(data).__name__}")
+    versions = (data.get("schema_version", SCHEMA_VERSION), data.get("abi_version", ABI_VERSION))
+    if versions != (SCHEMA_VERSION, ABI_VERSION):  # checked first: another version may differ in any key
+        raise CompiledConfigError(
+            f"{where}: written by another livehost (schema {versions[0]!r}, ABI {versions[1]!r}; this one reads "
+            f"schema {SCHEMA_VERSION}, ABI {ABI_VERSION}): compile the project again")
+    _check_keys(data, _REQUIRED, where, "")
+    _check_keys(data["config"], _REQUIRED_CONFIG, where, "config.")
+    if unknown := [k for k in data["kernels"] if k not in KERNEL_NAMES]:
+        raise CompiledConfigError(f"{where}: unknown kernels {unknown!r} (known: {', '.join(KERNEL_NAMES)})")
+    if not all(isinstance(f, dict) and _STATE_FIELD <= f.keys() for f in data["state"]):
+        raise CompiledConfigError(f"{where}: every state field needs {', '.join(sorted(_STATE_FIELD))}")
+
+
+def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
+    if missing := [prefix + k for k in required if k not in data]:
+        raise CompiledConfigError(f"{where}: missing keys: {', '.join(missing)}")
+    for key, expected in required.items():
+        value = data[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise CompiledConfigError(f"{where}: {prefix}{key} is {type(value).__name__}, expected {names}")
 
 
 def load_build(build_dir: Path, digest: str) -> ModuleType:
@@ -59,11 +115,12 @@ class Program:
 
     @classmethod
     def from_compiled(cls, compiled: dict) -> "Program":
-        """Load what *compiled* names; a build of another schema or ABI is refused."""
-        if (compiled.get("schema_version"), compiled.get("abi_version")) != (SCHEMA_VERSION, ABI_VERSION):
-            raise ValueError(f"built by another livehost (schema {compiled.get('schema_version')}, "
-                             f"ABI {compiled.get('abi_version')}); compile the project again")
-        module = load_build(Path(compiled["build_dir"]), compiled["source_hash"])
+        """Load what *compiled* names; an invalid config, or a build that is gone, raises CompiledConfigError."""
+        check_compiled(compiled)
+        build_dir = Path(compiled["build_dir"])
+        if not (build_dir / "entry.py").is_file():  # pruned or deleted since it was compiled
+            raise CompiledConfigError(f"{build_dir}: build folder is gone; compile the project again")
+        module = load_build(build_dir, compiled["source_hash"])
         kernels = {k: getattr(module, f"{k}_entry").address for k in compiled["kernels"]}
         return cls(compiled["source_hash"], StateLayout.from_json(compiled["state"]), kernels,
                    compiled["config"], compiled, module)

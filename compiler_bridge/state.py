@@ -8,6 +8,8 @@ changes the sound); new fields start at their default; removed fields vanish.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,17 @@ class StateLayout:
         for f in self.fields:
             state[f.name] = f.default
         return state
+
+    @functools.cached_property
+    def tag(self) -> int:
+        """A nonzero 63-bit number naming this layout's byte layout: state writes
+        carry it, so a write is never applied to a state of another layout."""
+        digest = hashlib.sha256(repr(self.dtype.descr).encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1 or 1
+
+    def target(self, name: str, index: int = 0) -> tuple[int, int, int]:
+        """Return ``(layout tag, byte offset, kind)`` of ``name[index]`` for a state write."""
+        return (self.tag, *self.offset_of(name, index))
 
     def offset_of(self, name: str, index: int = 0) -> tuple[int, int]:
         """Return ``(byte offset, ring kind)`` of ``name[index]``."""

@@ -43,7 +43,11 @@ class CompileResult:
 class CompileWorker:
     """Owns one worker process; :meth:`compile` is safe from any one thread."""
 
-    def __init__(self, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, *, timeout_s: float = 30.0, warm: tuple[str, ...] = ()) -> None:
+        """*warm* names modules whose numba code the worker builds into numba's
+        cache before its first compile (the engines: ``livehost run`` passes
+        them; this package imports nothing from ``runtimes``)."""
+        self.warm = tuple(warm)
         self.timeout_s = timeout_s
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -62,7 +66,7 @@ class CompileWorker:
         if self._proc is not None and self._proc.poll() is None:
             return
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "compiler_bridge.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "compiler_bridge.worker", *self.warm], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         )
         ready = self._read_line(60.0)
@@ -130,15 +134,14 @@ class CompileWorker:
         self.close()
 
 
-def _warm() -> None:
-    """Import numba and build the shared native code into numba's cache."""
+def _warm(modules: list[str]) -> None:
+    """Import numba and build the shared native code (and *modules*') into numba's cache."""
     import importlib
 
     import numba
     import numpy as np
 
-    for module in ("compiler_bridge.abi", "compiler_bridge.api", "compiler_bridge.native_audio",
-                   "compiler_bridge.native_midi"):  # their cfuncs compile (or load) at import
+    for module in ("compiler_bridge.abi", "compiler_bridge.api", *modules):  # cfuncs compile (or load) at import
         importlib.import_module(module)
     numba.njit(lambda x: x + 1)(np.float64(1.0))  # first compile pays LLVM's start-up
 
@@ -156,7 +159,7 @@ def main() -> None:
         os.nice(WORKER_NICE)
     except OSError:
         pass
-    _warm()
+    _warm(sys.argv[1:])
     proto.write(json.dumps({"ready": True}) + "\n")
     proto.flush()
     for line in sys.stdin:

@@ -1,7 +1,8 @@
 """The ``livehost`` command: new, compile, render, run, devices.
 
-Errors print one clear line (``file:line: message``), never a traceback,
-unless ``--verbose``.
+livehost's errors (:class:`HostError`) and the OS's print one clear line
+(``file:line: message``), never a traceback, unless ``--verbose``; anything
+else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import time
 from pathlib import Path
 
 from compiler_bridge.config import CONFIG_NAME, PATCH_NAME
-from compiler_bridge.errors import SourceError
+from compiler_bridge.errors import HostError, SourceError
 
-log = logging.getLogger("livehost.cli")
+# The real-time engines, built into numba's cache by the compile worker, so
+# the first start does not wait for them.
+ENGINE_MODULES = ("runtimes.audio.engine", "runtimes.midi.engine")
+
+log = logging.getLogger("livehost.host")
 
 SCAFFOLD_CONFIG = """\
 name = "{name}"
@@ -75,7 +80,7 @@ def midi(s, ctx, ev):
 '''
 
 
-class CliError(Exception):
+class CliError(HostError):
     """A problem to print as one line with exit status 1."""
 
 
@@ -132,10 +137,7 @@ def cmd_render(args) -> int:
     from runtimes.offline import render
 
     project = _project(args.project)
-    try:
-        compiled = _compile_once(project)
-    except SourceError as exc:
-        raise CliError(str(exc)) from None
+    compiled = _compile_once(project)
     settings = next((e for e in compiled["config"]["runtime_settings"] if e.get("runtime") == "offline"), {})
     seconds = args.seconds if args.seconds is not None else settings.get("seconds", 10.0)
     out = render(Program.from_compiled(compiled), Path(args.output), seconds, settings)
@@ -151,7 +153,7 @@ def cmd_run(args) -> int:
     from .status import status_line
 
     project = _project(args.project)
-    with CompileWorker() as worker:
+    with CompileWorker(warm=ENGINE_MODULES) as worker:
         def recompile(_changed=None) -> None:
             result = worker.compile(project)
             if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=args.verbose, json_format=args.log_format == "json")
     try:
         return args.fn(args)
-    except (CliError, SourceError, OSError, RuntimeError) as exc:
+    except (HostError, OSError) as exc:  # anything else is a bug: its traceback helps
         if args.verbose:
             raise
         print(f"livehost: {exc}", file=sys.stderr)

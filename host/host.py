@@ -18,18 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, read_compiled
-from compiler_bridge.program import Program
+from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir
+from compiler_bridge.errors import CompiledConfigError, HostError
+from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.state import load_snapshot, save_snapshot
 from compiler_bridge.watch import DebouncedWatcher
 from runtimes.base import Runtime
 from runtimes.clock import Clock, SystemClock, Transport
-from runtimes.registry import Registry, default_registry
+from runtimes.registry import Registry, RegistryEntry, default_registry
 
 log = logging.getLogger("livehost.host")
 
 SNAPSHOT_NAME = "state.npz"
-_REQUIRED_KEYS = {"source_hash", "build_dir", "kernels", "state", "config"}
+# What a runtime raises when its device or program fails: livehost's own errors, or the OS's.
+_RUNTIME_FAILURES = (HostError, OSError)
 
 
 class Host:
@@ -80,9 +82,8 @@ class Host:
             self._watcher.start()
         if (livehost_dir(self.project_dir) / ERROR_NAME).exists():
             self._read_error()
-        compiled = read_compiled(self.project_dir)
-        if compiled is not None:
-            self.request(compiled)
+        if (livehost_dir(self.project_dir) / COMPILED_NAME).exists():  # else nothing compiled yet
+            self._request_compiled()
         return self
 
     def close(self) -> None:
@@ -122,16 +123,15 @@ class Host:
         if ERROR_NAME in changed:
             self._read_error()
         if COMPILED_NAME in changed:
-            path = livehost_dir(self.project_dir) / COMPILED_NAME
-            try:
-                compiled = json.loads(path.read_text())
-                missing = _REQUIRED_KEYS - compiled.keys()
-                if missing:
-                    raise ValueError(f"missing {', '.join(sorted(missing))}")
-            except (OSError, ValueError, AttributeError) as exc:
-                log.error("Ignoring unreadable compiled config %s: %s", path, exc)
-                return
-            self.request(compiled)
+            self._request_compiled()
+
+    def _request_compiled(self) -> None:
+        try:
+            compiled = read_compiled(livehost_dir(self.project_dir) / COMPILED_NAME)
+        except CompiledConfigError as exc:  # the last good program keeps playing
+            log.error("Ignoring unreadable compiled config %s", exc)
+            return
+        self.request(compiled)
 
     def _read_error(self) -> None:
         try:
@@ -162,99 +162,122 @@ class Host:
 
     # --- selection, swap, destroy/create (always under self._lock) ---
 
-    def _select(self, compiled: dict) -> tuple[str, dict[str, Any]]:
-        """Return the requested runtime id and its resolved settings."""
+    def _apply(self, compiled: dict) -> None:
+        selected = self._select(compiled)
+        if selected is None:
+            return
+        entry, settings = selected
+        try:
+            program = Program.from_compiled(compiled)
+        except CompiledConfigError as exc:
+            log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
+            return
+        old_tempo_bpm = self.transport.tempo_bpm
+        self.transport.set_tempo(settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"])
+        if (self.runtime is not None and self.runtime.id == entry.id
+                and not entry.schema.needs_new_runtime(self.settings, settings)):
+            self._swap(settings, program, old_tempo_bpm)
+        else:
+            self._recreate(entry, settings, program, old_tempo_bpm)
+
+    def _select(self, compiled: dict) -> tuple[RegistryEntry, dict[str, Any]] | None:
+        """Return the registry entry to run and its resolved settings; None keeps what plays.
+
+        An unknown id falls back to the default at start-up; while a runtime
+        plays, it is a bad save.
+        """
+        requested, settings = self._requested(compiled)
+        log.info("Requesting runtime: %s", requested)
+        entry = self.registry.get(requested)
+        if entry is None:
+            if self.runtime is not None:
+                log.error("Unknown runtime %s: a bad save; %s keeps playing", requested, self.runtime.id)
+                return None
+            log.warning("Unknown runtime %s, falling back to default: %s", requested, self.registry.default_id)
+            entry, settings = self.registry.get(self.registry.default_id), {}
+        log.info("Loaded runtime from registry: %s", entry.id)
+        return entry, entry.schema.resolve(settings)
+
+    def _requested(self, compiled: dict) -> tuple[str, dict[str, Any]]:
+        """Return the requested runtime id and its settings as the config gives them."""
         config = compiled["config"]
         entries = config["runtime_settings"]
         if self.runtime_override:
             for entry in entries:
                 if entry.get("runtime") == self.runtime_override:
                     return self.runtime_override, entry
-            known = self.registry.get(self.runtime_override)
-            return self.runtime_override, known.schema.resolve({}) if known else {}
+            return self.runtime_override, {}
         index = config["selected_runtime"]
         if 0 <= index < len(entries):
             return entries[index]["runtime"], entries[index]
         return f"<runtime_settings[{index}]>", {}
 
-    def _apply(self, compiled: dict) -> None:
-        requested, settings = self._select(compiled)
-        log.info("Requesting runtime: %s", requested)
-        entry = self.registry.get(requested)
-        if entry is None:
-            if self.runtime is not None:
-                log.error("Unknown runtime %s: a bad save; %s keeps playing", requested, self.runtime.id)
-                return
-            log.warning("Unknown runtime %s, falling back to default: %s", requested, self.registry.default_id)
-            entry = self.registry.get(self.registry.default_id)
-            settings = entry.schema.resolve({})
-        log.info("Loaded runtime from registry: %s", entry.id)
-        settings = entry.schema.resolve(settings)
+    def _swap(self, settings: dict[str, Any], program: Program, old_tempo_bpm: float) -> None:
+        """Same runtime, only live settings changed: load *program*, state kept.
+
+        New tempo and live settings apply to this swap, and are undone if it is refused.
+        """
+        changed = settings != self.settings
+        if changed:
+            self.runtime.update_settings(settings)
         try:
-            program = Program.from_compiled(compiled)
+            self.runtime.load(program)
         except Exception as exc:
-            log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
-            return
-        old_tempo_bpm = self.transport.tempo_bpm
-        self.transport.set_tempo(settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"])
-
-        if self.runtime is not None and self.runtime.id == entry.id and not entry.schema.needs_new_runtime(
-                self.settings, settings):
-            # New tempo and live settings apply to this swap, and are undone if it is refused.
-            changed = settings != self.settings
             if changed:
-                self.runtime.update_settings(settings)
-            try:
-                self.runtime.load(program)
-            except Exception as exc:  # e.g. the save removed the kernel this runtime plays
-                if changed:
-                    self.runtime.update_settings(self.settings)
-                self.transport.set_tempo(old_tempo_bpm)
-                log.error("Could not swap program %s into runtime %s: %s; the old program keeps playing",
-                          program.source_hash, entry.id, exc)
-                return
-            self.settings = settings
-            log.info("Swapped program %s into runtime: %s", program.source_hash, entry.id)
+                self.runtime.update_settings(self.settings)
+            self.transport.set_tempo(old_tempo_bpm)
+            if not isinstance(exc, _RUNTIME_FAILURES):
+                raise  # a bug of ours: the lifecycle thread logs it
+            # e.g. the save removed the kernel this runtime plays
+            log.error("Could not swap program %s into runtime %s: %s; the old program keeps playing",
+                      program.source_hash, self.runtime.id, exc)
             return
+        self.settings = settings
+        log.info("Swapped program %s into runtime: %s", program.source_hash, self.runtime.id)
 
-        previous = None
-        if self.runtime is not None:
-            old_program, old_state = self.runtime.snapshot()
-            previous = (self.registry.get(self.runtime.id), self.settings, old_program, old_state)
-            state = program.layout.carry(old_program.layout, old_state)
-            self._destroy(save=False)
-        else:
-            state = self._initial_state(program)
-        if self._create(entry, settings, program, state) or previous is None:
+    def _recreate(self, entry: RegistryEntry, settings: dict[str, Any], program: Program,
+                  old_tempo_bpm: float) -> None:
+        """Destroy the playing runtime (state carried) and create *entry*'s; restore the old one if that fails."""
+        if self.runtime is None:
+            self._create(entry, settings, program, self._initial_state(program))
             return
-        # The new runtime failed: bring the previous one back with its program and state.
+        old = self.runtime
+        self._destroy(save=False)
+        old_program, old_state = old.snapshot()  # after close: the state of the last block or tick played
+        previous = (self.registry.get(old.id), self.settings, old_program, old_state)
+        state = program.layout.carry(old_program.layout, old_state)
+        if self._create(entry, settings, program, state):
+            return
         prev_entry, prev_settings, prev_program, prev_state = previous
         log.warning("Restoring runtime: %s", prev_entry.id)
         self.transport.set_tempo(old_tempo_bpm)
         self._create(prev_entry, prev_settings, prev_program, prev_state)
 
-    def _create(self, entry, settings: dict[str, Any], program: Program, state: np.ndarray) -> bool:
+    def _create(self, entry: RegistryEntry, settings: dict[str, Any], program: Program, state: np.ndarray) -> bool:
         runtime = None
         try:
             runtime = entry.factory(settings, transport=self.transport, clock=self.clock)
             runtime.start(program, state)
-        except Exception as exc:
+        except _RUNTIME_FAILURES as exc:
             log.error("Failed to initialize runtime: %s: %s", entry.id, exc)
-            if runtime is not None:
-                runtime.close()
-            return False
-        self.runtime, self.settings = runtime, settings
-        log.info("Successfully initialized runtime: %s", entry.id)
-        return True
+        except Exception as exc:  # unexpected: logged with its traceback; the caller still restores the old runtime
+            log.exception("Failed to initialize runtime: %s: %s", entry.id, exc)
+        else:
+            self.runtime, self.settings = runtime, settings
+            log.info("Successfully initialized runtime: %s", entry.id)
+            return True
+        if runtime is not None:
+            runtime.close()
+        return False
 
     def _destroy(self, *, save: bool) -> None:
         if self.runtime is None:
             return
-        if save:
-            self._save_state()
         log.info("Destroying runtime: %s", self.runtime.id)
         runtime, self.runtime = self.runtime, None
         runtime.close()
+        if save:
+            self._save_state(runtime)  # closed: nothing changes the state any more
 
     # --- state snapshots (live runs only) ---
 
@@ -273,9 +296,9 @@ class Host:
                 return state
         return program.new_state()
 
-    def _save_state(self) -> None:
+    def _save_state(self, runtime: Runtime) -> None:
         try:
-            program, state = self.runtime.snapshot()
+            program, state = runtime.snapshot()
             save_snapshot(self._snapshot_path(), program.layout, state)
         except Exception as exc:
             log.warning("Could not save state snapshot: %s", exc)

@@ -8,17 +8,25 @@ lock, the closed-check and idempotency once, here; a runtime supplies only
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+import time
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
 
 from .clock import Clock, SystemClock, Transport
 
 
-class RuntimeInitError(RuntimeError):
-    """A runtime could not open its device or port; the message says why."""
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.001) -> bool:
+    """Poll *predicate* every *poll_s* seconds; return whether it held within *timeout_s*."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def require_kernel(program: Program, kernel: str) -> None:

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
 
-from .base import BaseRuntime, RuntimeInitError
-from .caller import KernelCall
-from .notes import SoundingNotes
+from .audio.engine import NativeEngine
+from .base import BaseRuntime
+from .midi.engine import STARTING, STOPPING, MidiEngine
+from .midi.ticked import NOMINAL_SAMPLE_RATE
 
 log = logging.getLogger("livehost.runtimes")
 
@@ -27,26 +29,27 @@ _SFC_SET_ADD_PEAK_CHUNK = 0x1050
 
 def render_audio(program: Program, path: Path, seconds: float, *, sample_rate: int = 48000,
                  block_frames: int = 256, channels_out: int = 2, tempo_bpm: float | None = None) -> int:
-    """Render the audio kernel to a float32 WAV; return the frames written."""
+    """Render the audio kernel to a float32 WAV; return the frames written.
+
+    The live audio engine renders it (same context, sanitiser and clip),
+    on a clock that advances by the frames rendered.
+    """
     import soundfile as sf
 
     tempo = tempo_bpm or program.tempo_bpm
     total = round(seconds * sample_rate)
-    call = KernelCall(program, "audio", program.new_state(), sample_rate=sample_rate, frames=block_frames,
-                      channels_out=channels_out)
+    engine = NativeEngine(float(sample_rate), 0, channels_out, block_frames, crossfade_ms=0.0)
+    engine.set_transport(tempo, 0.0, 0)
+    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    out = np.zeros((block_frames, channels_out), np.float32)
     with sf.SoundFile(path, "w", sample_rate, channels_out, subtype="FLOAT", format="WAV") as f:
         sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
         done = 0
-        block = 0
         while done < total:
             n = min(block_frames, total - done)
-            call(tick=block, frame_time=done, beat=done / sample_rate * tempo / 60.0, tempo_bpm=tempo, frames=n)
-            out = call.out[:n]
-            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            np.clip(out, -1.0, 1.0, out=out)
-            f.write(out)
+            engine.render(out[:n], done * 1_000_000_000 // sample_rate)
+            f.write(out[:n])
             done += n
-            block += 1
     return total
 
 
@@ -54,25 +57,26 @@ def render_midi(program: Program, path: Path, seconds: float, *, ppqn: int = 24,
                 tempo_bpm: float | None = None) -> int:
     """Render the MIDI kernel to a type-0 Standard MIDI File; return ticks run.
 
-    The file's resolution is the kernel's *ppqn*; every sounding note gets its
-    NoteOff at the end.
+    The tick engine of the live runtimes runs it, tick by tick, with no
+    clock bytes. The file's resolution is the kernel's *ppqn*; every
+    sounding note gets its NoteOff at the end.
     """
     import mido
 
     tempo = tempo_bpm or program.tempo_bpm
     ticks = round(seconds * tempo / 60.0 * ppqn)
-    call = KernelCall(program, "midi", program.new_state(), ppqn=ppqn, channel=channel - 1)
-    notes = SoundingNotes()
+    settings = {"ppqn": ppqn, "channel": channel, "send_clock": False, "send_transport": False}
+    engine = MidiEngine(settings, NOMINAL_SAMPLE_RATE, tempo)
+    engine.first(program, program.new_state(), settings)
+    engine.set_run_state(STARTING)
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
     last = 0
-    for n in range(ticks):
-        for ev in call.tick(n, beat=n / ppqn, tempo_bpm=tempo):
-            notes.feed(*ev)
-            track.append(mido.Message.from_bytes(list(ev), time=n - last))
+    for n in range(ticks + 1):
+        if n == ticks:
+            engine.set_run_state(STOPPING)  # the last step ends every sounding note
+        for data in engine.step():
+            track.append(mido.Message.from_bytes(list(data), time=n - last))
             last = n
-    for ev in notes.release():
-        track.append(mido.Message.from_bytes(list(ev), time=ticks - last))
-        last = ticks
     track.append(mido.MetaMessage("end_of_track", time=ticks - last))
     mid = mido.MidiFile(type=0, ticks_per_beat=ppqn)
     mid.tracks.append(track)

@@ -51,6 +51,15 @@ def jack_server():
             time.sleep(0.1)
     yield {"sample_rate": 48000, "block_frames": 256}
     if proc is not None:
+        # Leave the server before stopping it: PortAudio's atexit Pa_Terminate
+        # against a dead server aborts the interpreter (pa_jack.c: Assertion
+        # 'err == 0'), and a MIDI runtime's atexit close would wait on it.
+        import sys
+        if (midi := sys.modules.get("runtimes.midi.runtime")) is not None:
+            midi._close_all()
+        if (sd := sys.modules.get("sounddevice")) is not None:
+            while sd._initialized:  # sounddevice's own atexit handler then does nothing
+                sd._terminate()
         proc.terminate()
         proc.wait(10)
 
@@ -75,14 +84,6 @@ def project(tmp_path):
 
 # Child processes that live for the whole session by design (jackd, warm workers).
 SESSION_PIDS: set[int] = set()
-
-
-def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:
-    """Wait until *predicate()* is true; fail the test after *timeout_s*."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(poll_s)
 
 
 def _children() -> set[int]:

@@ -66,11 +66,14 @@ class Capture:
     def __init__(self, name: str = "capture") -> None:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), name], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
-        ready = self.proc.stdout.readline().split()
-        if not ready or ready[0] != "ready":
+        try:
+            ready = self.proc.stdout.readline().split()
+            if not ready or ready[0] != "ready":
+                raise RuntimeError(f"capture client {name!r} did not start")
+        except BaseException:  # Ctrl-C or SIGTERM while it starts must not leave it running
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"capture client {name!r} did not start")
+            raise
         self.inport, self.outport = ready[1], ready[2]
         self.events: list[tuple[int, list[int]]] | None = None
 

@@ -23,86 +23,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler_bridge.abi import ControlRing
 from compiler_bridge.compile import compile_project
-from compiler_bridge.native_audio import NativeEngine, audio_callback
+from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 from compiler_bridge.settings import AUDIO
-from runtimes.base import RuntimeInitError
+from runtimes.audio.engine import NativeEngine, audio_callback
 
-CAPTURE = Path(__file__).with_name("jack_audio_capture.py")
+from helpers import CaptureProcess, our_ports, portaudio_client_name, wait_for
+
 SINE_GAIN = 0.2  # examples/sine's gain
 SETTLE_S = 0.3  # lets JACK finish re-sorting its graph after a client or connection change
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-class CaptureProcess:
-    """Drives tests/jack_audio_capture.py over its line protocol."""
-
-    def __init__(self, channels: int, tmp_path: Path, sine_hz: float = 1000.0) -> None:
-        self.tmp_path = tmp_path
-        self.proc = subprocess.Popen([sys.executable, str(CAPTURE), "--channels", str(channels),
-                                      "--sine-hz", str(sine_hz)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self._read()
-        self.takes = 0
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"capture client exited ({self.proc.wait()})")
-        return json.loads(line)
-
-    def cmd(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def ports(self, regex: str) -> list[str]:
-        return self.cmd(f"ports {regex}")["ports"]
-
-    def connect(self, src: str, dst: str) -> None:
-        self.cmd(f"connect {src} {dst}")
-
-    def start(self) -> None:
-        self.cmd("start")
-
-    def stop(self) -> tuple[np.ndarray, dict]:
-        """Stop recording; return the first channel's samples and the report."""
-        self.takes += 1
-        path = self.tmp_path / f"take{self.takes}.npy"
-        report = self.cmd(f"stop {path}")
-        return np.load(path)[:, 0], report
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
-
-def portaudio_client_name() -> str:
-    """The JACK client name of this process's PortAudio (after ``import sounddevice``)."""
-    import ctypes.util
-
-    import sounddevice  # noqa: F401  (initialises PortAudio's JACK client)
-
-    lib = ctypes.CDLL(ctypes.util.find_library("portaudio"))
-    name = ctypes.c_char_p()
-    assert lib.PaJack_GetClientName(ctypes.byref(name)) == 0
-    return name.value.decode()
-
-
-def our_ports(cap: CaptureProcess, kind: str) -> list[str]:
-    """This process's PortAudio ports of *kind* (``out`` or ``in``)."""
-    return cap.ports(f"^{portaudio_client_name()}:{kind}_")
 
 
 def frequency_hz(x: np.ndarray, sample_rate: float) -> float:
@@ -317,10 +250,10 @@ def test_crossfade_is_linear_equal_gain_and_restarts_from_the_current_mix(dc_pro
 def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
     """NaN -> 0 per block counted; the mix hard-clipped at +-1 per sample counted."""
     program = dc_programs[0.25]
-    ring = ControlRing()
-    engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0, ring=ring)
+    engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
+    ring = engine.controls
     engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
-    mode = program.layout.offset_of("mode")
+    mode = program.layout.target("mode")
     assert (_play(engine, 2, channels=2) == 0.25).all()
     ring.push(*mode, 1)  # the kernel now writes NaN
     assert (_play(engine, 3, channels=2) == 0.0).all()
@@ -335,11 +268,11 @@ def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
 def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs):
     """numba takes the GIL to report each exception: after one, the voice is muted."""
     program = dc_programs[0.25]
-    ring = ControlRing()
-    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0, ring=ring)
+    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
+    ring = engine.controls
     engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
     assert (_play(engine, 2) == 0.25).all()
-    ring.push(*program.layout.offset_of("mode"), 3)  # the kernel now raises
+    ring.push(*program.layout.target("mode"), 3)  # the kernel now raises
     assert (_play(engine, 5) == 0.0).all()
     assert engine.stats()["kernel_errors"] == 1  # called once, then never again
     fresh = dc_programs[0.75]
@@ -409,9 +342,9 @@ def test_plays_440_then_660_after_recompile_without_click(sine_programs, capture
     assert state["freq_hz"][0] == 660.0 and state["gain"][0] == SINE_GAIN  # new default, carried gain
     assert stats["swaps"] == 1 and stats["block_frames"] == cap.info["block_frames"]
     assert stats["sample_rate"] == sr
-    for key in ("blocks", "xruns", "callback_p50_us", "callback_p99_us", "callback_max_us", "load",
-                "nan_blocks", "clipped_samples", "swaps"):
-        assert key in stats
+    assert stats["nan_blocks"] == 0 and stats["clipped_samples"] == 0 and stats["kernel_errors"] == 0
+    assert stats["callback_p50_us"] <= stats["callback_p99_us"] <= stats["callback_max_us"] + 1
+    assert 0.0 < stats["load"] < 1.0 and stats["frames"] >= stats["blocks"] * 64
 
 
 @pytest.mark.jack
@@ -429,20 +362,15 @@ def test_block_frames_setting_is_honoured(sine_programs, capture):
     assert abs(frequency_hz(x, cap.info["sample_rate"]) - 440.0) < 0.5
 
 
-def best_of(attempts: int, measure) -> list[dict]:
-    """Run *measure* until it reports a clean run (no xrun, no late cycle); return all reports.
+ATTEMPTS = 5  # every attempt counts; the distribution is printed
 
-    On a shared machine other processes delay the dummy JACK graph now and then
-    (gaps of 10-15 ms, just over two periods); a callback that waits for the
-    GIL stalls for the whole 500 ms in every attempt, so one clean attempt in a
-    few still tells the two apart.
-    """
+
+def attempts(n: int, measure) -> list[dict]:
+    """Run *measure* *n* times and return every report (none is discarded)."""
     reports = []
-    for _ in range(attempts):
+    for _ in range(n):
         reports.append(measure())
         print(reports[-1])
-        if _clean(reports[-1]):
-            break
     return reports
 
 
@@ -463,15 +391,51 @@ def skip_if_graph_busy(cap: CaptureProcess, rt) -> None:
 
 
 def _clean(report: dict) -> bool:
-    return report["xruns"] == 0 and report["late_cycles"] == 0 and report["runtime_xruns"] == 0
+    return report["xruns"] == 0 and report["late_cycles"] == 0 and report.get("runtime_xruns", 0) == 0
+
+
+def _distribution(reports: list[dict], key: str) -> dict[int, int]:
+    """How many attempts saw 0, 1, 2 ... of *key*."""
+    counts: dict[int, int] = {}
+    for r in reports:
+        counts[r[key]] = counts.get(r[key], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def c_client_under_stress(cap: CaptureProcess, n: int) -> list[dict]:
+    """The control: a plain C JACK client (jack_simple_client) plays while this
+    process runs the same GIL stress, which cannot reach it: what the graph
+    shows then is the machine's own noise."""
+    import shutil
+
+    if shutil.which("jack_simple_client") is None:
+        pytest.fail("jack_simple_client (Debian package jackd2) is needed for the control")
+    client = subprocess.Popen(["jack_simple_client", f"lh-control-{os.getpid()}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: cap.ports(f"^lh-control-{os.getpid()}:") != [], 10)
+        time.sleep(SETTLE_S)
+
+        def measure() -> dict:
+            cap.start()
+            hold_gil_and_collect()
+            time.sleep(0.1)
+            return cap.stop()[1]
+
+        return attempts(n, measure)
+    finally:
+        client.terminate()
+        client.wait()
 
 
 @pytest.mark.jack
 def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_programs, capture):
     """livehost keeps time while the host holds the GIL; a Python callback does not.
 
-    The negative control proves this test can fail: same stress, a plain
-    sounddevice callback, and JACK reports xruns and a stalled graph.
+    Every attempt counts. Beside it, in the same run and under the same
+    stress, a plain C JACK client shows what the machine's own noise is; and
+    the negative control proves the test can fail: a plain sounddevice
+    callback, and JACK reports xruns and a stalled graph.
     """
     import sounddevice as sd
 
@@ -493,7 +457,9 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
             return {**report, "runtime_xruns": rt.stats()["xruns"] - xruns_before,
                     "freq_hz": round(frequency_hz(x, sr), 3)}
 
-        ours = best_of(3, measure)
+        ours = attempts(ATTEMPTS, measure)
+
+    control = c_client_under_stress(cap, ATTEMPTS)
 
     phase = [0.0]
 
@@ -507,13 +473,19 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
         cap.start()
         hold_gil_and_collect()
         time.sleep(0.1)
-        _, control = cap.stop()
-    print("livehost under GIL stress:", ours)
-    print("plain sounddevice callback under GIL stress:", control)
+        _, python = cap.stop()
+    print("livehost under GIL stress, attempts by xruns:", _distribution(ours, "xruns"),
+          "by late cycles:", _distribution(ours, "late_cycles"),
+          "by livehost's own xruns:", _distribution(ours, "runtime_xruns"))
+    print("plain C client under the same stress, attempts by xruns:", _distribution(control, "xruns"),
+          "by late cycles:", _distribution(control, "late_cycles"))
+    print("plain sounddevice callback under GIL stress:", python)
 
-    assert _clean(ours[-1]), ours
-    assert abs(ours[-1]["freq_hz"] - 440.0) < 0.5, ours
-    assert control["xruns"] > 0 and control["late_cycles"] > 0, control  # the test can fail
+    assert all(abs(r["freq_hz"] - 440.0) < 0.5 for r in ours), ours
+    # No more glitches than a C client shows under the same load (one attempt's worth of noise allowed).
+    assert sum(r["xruns"] for r in ours) <= sum(r["xruns"] for r in control) + 1, (ours, control)
+    assert sum(r["late_cycles"] for r in ours) <= sum(r["late_cycles"] for r in control) + 1, (ours, control)
+    assert python["xruns"] >= 10 and python["late_cycles"] > 0, python  # the test can fail
 
 
 @pytest.mark.jack
@@ -546,11 +518,11 @@ def test_thousand_swaps_give_no_xrun_and_no_click(sine_programs, capture):
             return {**report, "runtime_xruns": after["xruns"] - before["xruns"],
                     "clicks": int(np.count_nonzero(np.abs(np.diff(x)) > limit))}
 
-        reports = best_of(3, measure)
-    print("1000 swaps:", reports)
-    assert _clean(reports[-1]) and reports[-1]["clicks"] == 0, reports
+        reports = attempts(3, measure)
+    print("1000 swaps, attempts by xruns:", _distribution(reports, "xruns"), reports)
     # An xrun is itself a glitch on JACK; without one, no swap may click.
     assert all(r["clicks"] == 0 for r in reports if _clean(r)), reports
+    assert sum(not _clean(r) for r in reports) <= 1, reports  # noise may spoil one attempt, not more
 
 
 @pytest.mark.jack

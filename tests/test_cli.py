@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 
 LIVEHOST = [sys.executable, "-m", "host.cli"]
 
@@ -87,7 +87,7 @@ def test_devices_lists_the_jack_system_device():
 @pytest.mark.jack
 def test_sigterm_mid_note_ends_every_note_and_sends_stop(project):
     from jack_midi_capture import Capture
-    from midi_checks import stuck_notes
+    from helpers import stuck_notes
 
     seq = project("sequencer")
     toml = seq / "livehost.toml"

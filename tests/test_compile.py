@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler_bridge.compile import compile_project, read_compiled
+from compiler_bridge.compile import compile_project
 from compiler_bridge.errors import ConfigError, PatchError
-from compiler_bridge.program import Program
+from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.worker import CompileWorker
 
 SINE_HEAD = "import math\n\n\nclass State:\n    freq_hz = 440.0\n\n\n"

@@ -15,9 +15,8 @@ import pytest
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
-from conftest import wait_for
+from helpers import stuck_notes, wait_for
 from jack_midi_capture import Capture
-from midi_checks import stuck_notes
 from runtimes.base import RuntimeInitError
 from runtimes.midi import MidiRuntime
 
@@ -138,15 +137,18 @@ def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
         midi = _runtime(connect_to="cap:in", tempo_bpm=600.0)
         midi.start(programs["sequencer"], programs["sequencer"].new_state())
         wait_for(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
+        midi.close()  # what the host does before creating the next runtime, then it takes the state
         program, state = midi.snapshot()
-        midi.close()  # what the host does before creating the next runtime
         logic = LogicRuntime({"ppqn": 24, "channel": 10})
-        logic.start(program, state)
+        logic.start(program, state.copy())
         logic.close()
         events = cap.stop()
     _assert_no_stuck_note(events)
     assert events[-1][1] == STOP
-    assert int(state["step"][0]) == (sum(1 for _, d in events if d[:1] == [0x89]) - 1) % 4
+    release_frame = next(f for f, d in events if d == [0xB9, 123, 0])  # the close's notes-off, in one cycle
+    kernel_note_offs = sum(1 for f, d in events if d[:1] == [0x89] and f != release_frame)
+    assert any(d[:1] == [0x89] for f, d in events if f == release_frame)  # it closed mid-note
+    assert int(state["step"][0]) == kernel_note_offs % 4  # the state of the last tick played
 
 
 def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
@@ -277,7 +279,7 @@ def test_rtmidi_auto_skips_apis_that_do_not_work_and_names_missing_ports(program
 
 CTRL_C_SCRIPT = '''
 import sys, time
-from compiler_bridge.compile import read_compiled
+from compiler_bridge.program import read_compiled
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
 from runtimes.midi import MidiRuntime

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
-from midi_checks import stuck_notes
+from helpers import expected_sequencer_events, stuck_notes
 from runtimes.offline import render
 
 
@@ -36,19 +36,6 @@ def test_partial_last_block_is_rendered(project, tmp_path):
     program = Program.from_compiled(compile_project(project("sine")))
     data, _ = sf.read(render(program, tmp_path / "a.wav", 0.01, {"block_frames": 64}), dtype="float32")
     assert data.shape == (480, 2)
-
-
-def expected_sequencer_events(ticks: int, channel: int = 0):
-    """Sixteenths at 24 ppqn: NoteOn on tick 6k, NoteOff on tick 6k + 3."""
-    notes = [36, 38, 42, 38]
-    events = []
-    for k in range(ticks // 6 + 1):
-        note = notes[k % 4]
-        if 6 * k < ticks:
-            events.append((6 * k, "note_on", note))
-        if 6 * k + 3 < ticks:
-            events.append((6 * k + 3, "note_off", note))
-    return events
 
 
 def midi_events(path):
@@ -101,11 +88,19 @@ def test_every_example_compiles_and_renders(project, tmp_path, name):
     for kernel, suffix in (("audio", ".wav"), ("midi", ".mid")):
         if program.has(kernel):
             out = render(program, tmp_path / f"{name}{suffix}", 1.0)
-            assert out.stat().st_size > 100
+            if kernel == "audio":
+                data, rate = sf.read(out, dtype="float32")
+                assert rate == 48000 and data.shape == (48000, 2)
+                assert (np.abs(data).max() > 0.0) == (name != "input_effect")  # offline, an effect hears silence
+            else:
+                track = mido.MidiFile(out).tracks[0]
+                assert sum(m.time for m in track) == round(program.tempo_bpm / 60 * 24)  # one second of ticks
+                assert any(m.type == "note_on" for m in track) and stuck_notes(m.bytes() for m in track
+                                                                               if not m.is_meta) == set()
 
 
 def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
-    from runtimes.caller import KernelCall
+    from runtimes.midi.engine import STARTING, MidiEngine
 
     proj = tmp_path / "ctx"
     proj.mkdir()
@@ -113,6 +108,11 @@ def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
     (proj / "patch.py").write_text("class State:\n    frames = 0\n    frame = 0\n\n\n"
                                    "def midi(s, ctx, ev):\n    s.frames = ctx.block_frames\n    s.frame = ctx.frame_time\n")
     program = Program.from_compiled(compile_project(proj))
-    call = KernelCall(program, "midi", program.new_state(), ppqn=24)
-    call.tick(5, beat=5 / 24, tempo_bpm=120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
-    assert int(call.state["frames"][0]) == 1000 and int(call.state["frame"][0]) == 5000
+    settings = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": False}
+    engine = MidiEngine(settings, 48000.0, 120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
+    engine.first(program, program.new_state(), settings)
+    engine.set_run_state(STARTING)
+    for _ in range(6):  # ticks 0..5
+        engine.step()
+    state = engine.state()
+    assert int(state["frames"][0]) == 1000 and int(state["frame"][0]) == 5000

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from compiler_bridge import abi
 from compiler_bridge.api import array
 from compiler_bridge.state import StateLayout, load_snapshot, save_snapshot
+from runtimes.realtime import controls
+from runtimes.realtime.controls import ControlRing
 
 
 class Old:
@@ -82,6 +84,10 @@ class Fields:
     e = False
 
 
+def _drain(ring, state, tag, stop_tag=0):
+    return controls.drain(ring.header, ring.records, state.view(np.uint8), tag, stop_tag)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.integers(0, 3),
                           st.integers(-1000, 1000)), max_size=40), st.integers(1, 8))
@@ -89,25 +95,23 @@ def test_control_ring_applies_every_write_in_order(writes, capacity):
     layout = StateLayout.from_class(Fields)
     state = layout.defaults()
     expected = layout.defaults()
-    ring = abi.ControlRing(capacity)
+    ring = ControlRing(capacity)
     for start in range(0, len(writes), capacity):  # the consumer drains once per "block"
         for name, index, value in writes[start:start + capacity]:
             size = layout.field(name).shape[0] if layout.field(name).shape else 1
             index %= size
-            offset, kind = layout.offset_of(name, index)
-            assert ring.push(offset, kind, value)
+            assert ring.push(*layout.target(name, index), value)
             target = expected[name] if size == 1 else expected[name][:, index]
             target[...] = value
-        assert abi.apply_controls(ring.header, ring.records, state.view(np.uint8)) == len(
-            writes[start:start + capacity])
+        assert _drain(ring, state, layout.tag) == (len(writes[start:start + capacity]), 0)
     assert ring.pending() == 0 and ring.dropped == 0
     assert state.tobytes() == expected.tobytes()
 
 
 def test_full_control_ring_drops_and_counts():
-    ring = abi.ControlRing(2)
-    assert ring.push(0, abi.KIND_F8, 1.0) and ring.push(0, abi.KIND_F8, 2.0)
-    assert not ring.push(0, abi.KIND_F8, 3.0)
+    ring = ControlRing(2)
+    assert ring.push(1, 0, abi.KIND_F8, 1.0) and ring.push(1, 0, abi.KIND_F8, 2.0)
+    assert not ring.push(1, 0, abi.KIND_F8, 3.0)
     assert ring.dropped == 1 and ring.pending() == 2
 
 
@@ -115,14 +119,37 @@ def test_control_ring_skips_writes_outside_the_state_or_misaligned():
     layout = StateLayout.from_class(Fields)
     state = layout.defaults()
     before = state.tobytes()
-    ring = abi.ControlRing(8)
-    size = layout.dtype.itemsize
-    ring.push(size, abi.KIND_F8, 1.0)  # past the end
-    ring.push(size - 4, abi.KIND_F8, 1.0)  # would run past the end
-    ring.push(4, abi.KIND_F8, 1.0)  # misaligned for a float64
-    ring.push(-8, abi.KIND_I8, 1.0)
-    assert abi.apply_controls(ring.header, ring.records, state.view(np.uint8)) == 0
+    ring = ControlRing(8)
+    size, tag = layout.dtype.itemsize, layout.tag
+    ring.push(tag, size, abi.KIND_F8, 1.0)  # past the end
+    ring.push(tag, size - 4, abi.KIND_F8, 1.0)  # would run past the end
+    ring.push(tag, 4, abi.KIND_F8, 1.0)  # misaligned for a float64
+    ring.push(tag, -8, abi.KIND_I8, 1.0)
+    assert _drain(ring, state, tag) == (0, 4)
     assert state.tobytes() == before and ring.pending() == 0
-    ring.push(*layout.offset_of("a"), 2.5)
-    assert abi.apply_controls(ring.header, ring.records, state.view(np.uint8)) == 1
+    ring.push(*layout.target("a"), 2.5)
+    assert _drain(ring, state, tag) == (1, 0)
     assert state["a"][0] == 2.5
+
+
+def test_writes_for_another_layout_are_dropped_and_writes_for_the_next_wait():
+    class Other:
+        level = 0.0
+        a = 0.0
+
+    layout, other = StateLayout.from_class(Fields), StateLayout.from_class(Other)
+    state = layout.defaults()
+    before = state.tobytes()
+    ring = ControlRing(8)
+    ring.push(*other.target("level"), 9.0)  # addressed to a layout that does not play: dropped
+    ring.push(*other.target("a"), 7.0)
+    assert _drain(ring, state, layout.tag) == (0, 2)
+    assert state.tobytes() == before
+    ring.push(*layout.target("a"), 1.5)
+    ring.push(*other.target("a"), 2.5)  # for the layout of a swap waiting to be taken
+    ring.push(*layout.target("a"), 3.5)
+    assert _drain(ring, state, layout.tag, stop_tag=other.tag) == (1, 0)
+    assert state["a"][0] == 1.5 and ring.pending() == 2  # stopped at the write for the next state
+    new_state = other.defaults()
+    assert _drain(ring, new_state, other.tag) == (1, 1)  # after the swap: its write lands, the stale one does not
+    assert new_state["a"][0] == 2.5 and new_state["level"][0] == 0.0

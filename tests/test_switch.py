@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from compiler_bridge.compile import compile_project
-from conftest import wait_for
+from helpers import CaptureProcess, our_ports, stuck_notes, wait_for
 from host import Host
 from jack_midi_capture import Capture
-from midi_checks import stuck_notes
-from test_audio import CaptureProcess, our_ports
 
 NOTE_ON, NOTE_OFF, STOP = 0x90, 0x80, 0xFC
 
@@ -48,8 +46,7 @@ def test_switch_audio_to_midi_and_back_carries_state_and_leaves_nothing_on(proje
                 audio_cap.connect(src, dst)
             playing = record(audio_cap, 0.5)
             # A live change of state on the audio thread, carried into MIDI below.
-            offset, kind = host.runtime.program.layout.offset_of("notes", 0)
-            host.runtime.controls.push(offset, kind, 50)
+            host.runtime.controls.push(*host.runtime.program.layout.target("notes", 0), 50)
             wait_for(lambda: host.runtime.controls.pending() == 0)  # taken at a block boundary
 
             select(switch, 1)

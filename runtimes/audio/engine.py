@@ -10,12 +10,14 @@ answers at the next block boundary by writing an acknowledgement.
 
 Per block the trampoline
 
-1. takes a pending swap: carries the newest program's state into the new
+1. drains the control ring into the newest program's state (writes
+   addressed to its layout; see :mod:`runtimes.realtime.controls`);
+2. takes a pending swap: carries the newest program's state into the new
    program's state with the precomputed field-offset table, starts a linear
    crossfade of ``fade_frames`` from the current mix to the new program
    (every playing voice ramps from its current gain to 0, the new one from 0
-   to 1, so the gains always sum to 1: equal gain);
-2. drains the control ring into the newest program's state;
+   to 1, so the gains always sum to 1: equal gain), then drains the writes
+   that were waiting for the new layout;
 3. runs each playing voice's kernel into its own scratch buffer, sanitises
    it (NaN/inf -> 0, counted per block), mixes with the per-frame gains and
    hard-clips the mix to +-1 (counted per sample);
@@ -26,8 +28,11 @@ Per block the trampoline
 
 Time comes from ``clock_gettime(CLOCK_MONOTONIC)`` (the clock behind
 ``time.monotonic_ns``), called through its address in the slots, so the
-cached cfunc holds no ctypes object. This module must not import
-sounddevice: the compile worker imports ``compiler_bridge`` to warm caches.
+cached cfunc holds no ctypes object. Every buffer the callback touches is
+written once before the stream starts (no first-touch page fault, which
+would wait on the memory-map lock any allocating thread holds). This module
+must not import sounddevice: the compile worker imports it to warm numba's
+cache (``livehost run`` tells it to).
 """
 
 from __future__ import annotations
@@ -36,22 +41,15 @@ import ctypes
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import carray, types
-from numba.extending import intrinsic
 
-from .abi import (
-    CTX_DTYPE,
-    EVENT_HEADER_COUNT,
-    apply_controls,
-    as_voidptr,
-    call_kernel,
-    carry_state,
-    native_function,
-    new_context,
-    new_events,
-)
-from .program import Program
+from compiler_bridge.abi import (CTX_DTYPE, EVENT_HEADER_COUNT, acquire_fence, address_of, as_voidptr, call_kernel,
+                                 carry_state, fill_context, native_function, new_context, new_events, prefault,
+                                 release_fence)
+from compiler_bridge.program import Program
+
+from ..realtime import controls
+from ..realtime.controls import ControlRing
 
 MAX_VOICES = 4  # the playing program plus up to three fading out
 MAX_BLOCK_FRAMES = 4096  # scratch size; longer host buffers are rendered in chunks
@@ -74,7 +72,7 @@ SLOTS_DTYPE = np.dtype(
         ("events", "i8"),  # address: the event buffer (abi.new_events)
         ("hist", "i8"),  # address: int64 [HIST_BINS] callback-duration histogram
         ("clock_fn", "i8"),  # address of clock_gettime
-        ("ring_header", "i8"),  # address: ControlRing.header (0: no ring)
+        ("ring_header", "i8"),  # address: ControlRing.header
         ("ring_records", "i8"),  # address: ControlRing.records
         ("ring_capacity", "i8"),
         # --- live requests (Python writes fields first, then bumps *_seq) ---
@@ -87,6 +85,7 @@ SLOTS_DTYPE = np.dtype(
         ("swap_bytes", "i8"),  # its size in bytes
         ("swap_table", "i8"),  # address: int64 (rows, 3) carry table from the newest state
         ("swap_rows", "i8"),
+        ("swap_tag", "i8"),  # the new program's layout tag (state writes addressed to it wait for it)
         ("close_seq", "i8"),
         ("snap_seq", "i8"),
         ("snap_dst", "i8"),  # address to copy the newest state into
@@ -102,6 +101,7 @@ SLOTS_DTYPE = np.dtype(
         ("v_kernel", "i8", (MAX_VOICES,)),
         ("v_state", "i8", (MAX_VOICES,)),
         ("v_bytes", "i8", (MAX_VOICES,)),
+        ("v_tag", "i8", (MAX_VOICES,)),  # layout tag of the voice's state
         ("v_gain", "f8", (MAX_VOICES,)),  # gain of the last frame played
         ("v_step", "f8", (MAX_VOICES,)),  # gain change per frame while ramping
         ("v_target", "f8", (MAX_VOICES,)),  # gain at the end of the ramp
@@ -118,6 +118,8 @@ SLOTS_DTYPE = np.dtype(
         ("clipped_samples", "i8"),
         ("swaps", "i8"),
         ("kernel_errors", "i8"),
+        ("writes_applied", "i8"),  # state writes from the control ring
+        ("writes_dropped", "i8"),  # ... addressed to a layout that no longer plays
         ("kernel_ns", "i8"),  # total time spent in kernels
         ("callback_max_ns", "i8"),
         ("last_start_ns", "i8"),
@@ -135,43 +137,6 @@ CALLBACK_SIGNATURE = types.int32(
     types.uint64,  # PaStreamCallbackFlags statusFlags
     types.voidptr,  # void *userData
 )
-
-
-# --- intrinsics ------------------------------------------------------------------
-
-
-@intrinsic
-def _address(typingctx, pointer):
-    """Return the integer address of a ``void *`` (for pointer arithmetic)."""
-    if not isinstance(pointer, types.RawPointer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ptrtoint(args[0], ir.IntType(64))
-
-    return types.int64(pointer), codegen
-
-
-@intrinsic
-def _acquire(typingctx):
-    """Order the loads after a ``*_seq`` read after it (a compiler barrier on x86)."""
-
-    def codegen(context, builder, signature, args):
-        builder.fence("acquire")
-        return context.get_dummy_value()
-
-    return types.void(), codegen
-
-
-@intrinsic
-def _release(typingctx):
-    """Order the stores before an ``*_ack`` write before it."""
-
-    def codegen(context, builder, signature, args):
-        builder.fence("release")
-        return context.get_dummy_value()
-
-    return types.void(), codegen
 
 
 _call_clock = native_function("i32", "i32", "ptr")  # int clock_gettime(clockid_t, struct timespec *)
@@ -227,7 +192,7 @@ def _take_swap(s):
     within one crossfade): the request stays pending for a later block.
     """
     req = s.swap_seq
-    _acquire()
+    acquire_fence()
     v = _free_voice(s)
     if v < 0:
         return False
@@ -242,6 +207,7 @@ def _take_swap(s):
     s.v_kernel[v] = s.swap_kernel
     s.v_state[v] = s.swap_state
     s.v_bytes[v] = s.swap_bytes
+    s.v_tag[v] = s.swap_tag
     s.v_seq[v] = req
     s.v_target[v] = 1.0
     s.v_gain[v] = 0.0 if fade > 0 else 1.0
@@ -249,39 +215,48 @@ def _take_swap(s):
     s.v_left[v] = fade
     s.v_active[v] = 1
     s.newest = v
-    _release()
+    release_fence()
     s.swap_ack = req
     return True
 
 
 @_jit
+def _drain_controls(s, stop_tag):
+    """Apply queued state writes to the newest state; stop at writes for *stop_tag*."""
+    if s.newest < 0:
+        return
+    applied, dropped = controls.drain(
+        carray(as_voidptr(s.ring_header), controls.ring.HEADER_SIZE, np.int64),
+        carray(as_voidptr(s.ring_records), s.ring_capacity, controls.WRITE_DTYPE),
+        carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8), s.v_tag[s.newest], stop_tag)
+    s.writes_applied += applied
+    s.writes_dropped += dropped
+
+
+@_jit
 def _take_requests(s):
-    """Answer close, swap and control requests at a block boundary."""
+    """Answer close, control and swap requests at a block boundary.
+
+    Writes pushed before a swap land in the state they were addressed to,
+    then the swap carries them; writes for the new layout wait for it.
+    """
     if s.close_seq != s.close_ack and not s.closing:
         s.closing = 1
         s.newest = -1
         _fade_all_out(s, s.fade_frames)
-    if s.swap_seq != s.swap_ack and not s.closing:
-        _take_swap(s)
-    if s.ring_header != 0 and s.newest >= 0:
-        apply_controls(
-            carray(as_voidptr(s.ring_header), 2, np.int64),
-            carray(as_voidptr(s.ring_records), (s.ring_capacity, 3), np.float64),
-            carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8),
-        )
+    swap = s.swap_seq != s.swap_ack and not s.closing
+    _drain_controls(s, s.swap_tag if swap else 0)
+    if swap and _take_swap(s):
+        _drain_controls(s, 0)
 
 
 @_jit
 def _fill_context(s, frames, start_ns):
-    ctx = carray(as_voidptr(s.ctx), 1, CTX_DTYPE)[0]
     row = s.transport_index
-    _acquire()
+    acquire_fence()
     tempo_bpm = s.transport[row, 0]
-    ctx.tempo_bpm = tempo_bpm
-    ctx.beat = s.transport[row, 1] + (start_ns - s.transport[row, 2]) * tempo_bpm / 60e9
-    ctx.block_frames = frames
-    ctx.tick = s.blocks
-    ctx.frame_time = s.frames
+    beat = s.transport[row, 1] + (start_ns - s.transport[row, 2]) * tempo_bpm / 60e9
+    fill_context(carray(as_voidptr(s.ctx), 1, CTX_DTYPE), frames, s.blocks, s.frames, beat, tempo_bpm)
 
 
 @_jit
@@ -367,7 +342,7 @@ def _render(s, slots_address, in_address, out_address, frames, start_ns):
         s.nan_blocks += 1
     s.clipped_samples += _clip(out, frames * s.channels_out)
     if s.closing and not _playing(s):
-        _release()
+        release_fence()
         s.close_ack = s.close_seq
     s.blocks += 1
     s.frames += frames
@@ -377,11 +352,11 @@ def _render(s, slots_address, in_address, out_address, frames, start_ns):
 def _answer_snapshot(s):
     """Copy the newest state for a snapshot request, between two blocks."""
     req = s.snap_seq
-    _acquire()
+    acquire_fence()
     if s.newest >= 0:
         n = min(s.snap_bytes, s.v_bytes[s.newest])
         carray(as_voidptr(s.snap_dst), n, np.uint8)[:] = carray(as_voidptr(s.v_state[s.newest]), n, np.uint8)
-    _release()
+    release_fence()
     s.snap_ack = req
 
 
@@ -404,14 +379,10 @@ def _record_timing(s, start_ns, end_ns, frames, status_flags):
     s.callbacks += 1
 
 
-@numba.cfunc(CALLBACK_SIGNATURE, cache=True, nogil=True, error_model="numpy")
-def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, user_p):
-    """``PaStreamCallback``: play every voice into PortAudio's buffers; never stops."""
-    slots_address = _address(user_p)
-    s = carray(user_p, 1, SLOTS_DTYPE)[0]
-    start_ns = _now_ns(s, slots_address)
+@_jit
+def _play(s, slots_address, in_address, out_address, frame_count, start_ns):
+    """Take requests, then play *frame_count* frames in blocks of at most ``max_frames``."""
     _take_requests(s)
-    in_address, out_address = _address(input_p), _address(output_p)
     done = 0
     while done < frame_count:
         n = min(frame_count - done, s.max_frames)
@@ -422,8 +393,24 @@ def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, us
         done += n
     if s.snap_seq != s.snap_ack:
         _answer_snapshot(s)
+
+
+@numba.cfunc(CALLBACK_SIGNATURE, cache=True, nogil=True, error_model="numpy")
+def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, user_p):
+    """``PaStreamCallback``: play every voice into PortAudio's buffers; never stops."""
+    slots_address = address_of(user_p)
+    s = carray(user_p, 1, SLOTS_DTYPE)[0]
+    start_ns = _now_ns(s, slots_address)
+    _play(s, slots_address, address_of(input_p), address_of(output_p), frame_count, start_ns)
     _record_timing(s, start_ns, _now_ns(s, slots_address), frame_count, status_flags)
     return PA_CONTINUE
+
+
+@_jit
+def render_block(slots_address, out_address, frames, at_ns):
+    """Play *frames* frames as if at monotonic *at_ns*, with no input: offline renders."""
+    s = carray(as_voidptr(slots_address), 1, SLOTS_DTYPE)[0]
+    _play(s, slots_address, 0, out_address, frames, at_ns)
 
 
 # --- the Python side ---------------------------------------------------------------
@@ -439,9 +426,10 @@ class NativeEngine:
 
     Keep it alive for as long as a stream may call the callback. Requests
     (:meth:`request_swap`, :meth:`request_close`, :meth:`request_snapshot`)
-    only write fields and bump a sequence number; the caller waits for the
+    only write fields and publish a sequence number; the caller waits for the
     matching ``*_ack`` with :meth:`acked`. Only one request of a kind may be
-    pending: wait for its answer before writing the next.
+    pending: wait for its answer before writing the next. :attr:`controls`
+    takes state writes (``push(*layout.target(name), value)``) from any thread.
 
     Parameters
     ----------
@@ -456,7 +444,7 @@ class NativeEngine:
     """
 
     def __init__(self, sample_rate: float, channels_in: int, channels_out: int,
-                 max_frames: int = MAX_BLOCK_FRAMES, crossfade_ms: float = 10.0, ring=None) -> None:
+                 max_frames: int = MAX_BLOCK_FRAMES, crossfade_ms: float = 10.0) -> None:
         self.slots = np.zeros(1, SLOTS_DTYPE)
         self.scratch = np.zeros((MAX_VOICES, max_frames * channels_out), np.float32)
         self.silence_in = np.zeros(max_frames * max(channels_in, 1), np.float32)
@@ -464,18 +452,20 @@ class NativeEngine:
                                ppqn=24)
         self.events = new_events()
         self.hist = np.zeros(HIST_BINS, np.int64)
-        self.ring = ring
+        self.controls = ControlRing()
         self.pending: dict[int, tuple[Program, np.ndarray, np.ndarray]] = {}  # seq -> what it points at
+        self.snapshot_dst: np.ndarray | None = None
+        prefault(self.slots, self.scratch, self.silence_in, self.ctx, self.events, self.hist,
+                 self.controls.header, self.controls.records)
         s = self.slots[0]
         s["sample_rate"] = sample_rate
         s["channels_in"], s["channels_out"], s["max_frames"] = channels_in, channels_out, max_frames
         for name, array in (("scratch", self.scratch), ("silence_in", self.silence_in), ("ctx", self.ctx),
-                            ("events", self.events), ("hist", self.hist)):
+                            ("events", self.events), ("hist", self.hist), ("ring_header", self.controls.header),
+                            ("ring_records", self.controls.records)):
             s[name] = array.ctypes.data
+        s["ring_capacity"] = self.controls.capacity
         s["clock_fn"] = clock_gettime_address()
-        if ring is not None:
-            s["ring_header"], s["ring_records"] = ring.header.ctypes.data, ring.records.ctypes.data
-            s["ring_capacity"] = ring.records.shape[0]
         s["newest"] = -1
         self.set_crossfade_ms(crossfade_ms)
         self.set_transport(120.0, 0.0, 0)
@@ -489,13 +479,25 @@ class NativeEngine:
         self.slots[0]["fade_frames"] = round(crossfade_ms * self.slots[0]["sample_rate"] / 1000.0)
 
     def set_transport(self, tempo_bpm: float, beat: float, at_ns: int) -> None:
-        """Publish *beat* at monotonic *at_ns* and the tempo (double-buffered)."""
+        """Publish *beat* at monotonic *at_ns* and the tempo (double-buffered).
+
+        One writer at a time (the runtime's lock): the callback reads the
+        row the index names, never the one being written.
+        """
         s = self.slots[0]
         row = 1 - int(s["transport_index"])
         s["transport"][row] = (tempo_bpm, beat, float(at_ns))
+        release_fence()
         s["transport_index"] = row
 
     # --- requests ---
+
+    def _publish(self, field: str) -> int:
+        s = self.slots[0]
+        seq = int(s[field]) + 1
+        release_fence()  # every field of the request is stored before its sequence number
+        s[field] = seq
+        return seq
 
     def request_swap(self, program: Program, state: np.ndarray, table: np.ndarray) -> int:
         """Ask for *program* playing *state* from the next block; return the seq to wait for.
@@ -504,36 +506,36 @@ class NativeEngine:
         (``program.layout.carry_table(newest_layout)``; empty for the first).
         """
         s = self.slots[0]
-        seq = int(s["swap_seq"]) + 1
         table = np.ascontiguousarray(table, np.int64).reshape(-1, 3)
-        self.pending[seq] = (program, state, table)  # alive while the callback may read them
+        prefault(state)
+        self.pending[int(s["swap_seq"]) + 1] = (program, state, table)  # alive while the callback may read them
         s["swap_kernel"] = program.kernels["audio"]
         s["swap_state"], s["swap_bytes"] = state.ctypes.data, state.nbytes
         s["swap_table"], s["swap_rows"] = table.ctypes.data, table.shape[0]
-        s["swap_seq"] = seq  # last: the callback reads the fields after seeing it
-        return seq
+        s["swap_tag"] = program.layout.tag
+        return self._publish("swap_seq")
 
     def request_close(self) -> int:
-        s = self.slots[0]
-        s["close_seq"] = int(s["close_seq"]) + 1
-        return int(s["close_seq"])
+        return self._publish("close_seq")
 
     def request_snapshot(self, dst: np.ndarray) -> int:
         self.snapshot_dst = dst  # alive until the next request, even if this one is never answered
         s = self.slots[0]
         s["snap_dst"], s["snap_bytes"] = dst.ctypes.data, dst.nbytes
-        s["snap_seq"] = int(s["snap_seq"]) + 1
-        return int(s["snap_seq"])
+        return self._publish("snap_seq")
 
     def acked(self, kind: str, seq: int) -> bool:
         """Whether the callback has answered request *seq* of *kind* (swap/close/snap)."""
-        return int(self.slots[0][f"{kind}_ack"]) >= seq
+        answered = int(self.slots[0][f"{kind}_ack"]) >= seq
+        acquire_fence()  # what the callback wrote before its answer is visible after it
+        return answered
 
     def release_finished(self) -> None:
         """Drop programs and states no voice plays any more (never the newest)."""
         s = self.slots[0]
-        playing = {int(q) for q, a in zip(s["v_seq"], s["v_active"]) if a}
         acked = int(s["swap_ack"])
+        acquire_fence()
+        playing = {int(q) for q, a in zip(s["v_seq"], s["v_active"]) if a}
         for seq in [q for q in self.pending if q < acked and q not in playing]:
             del self.pending[seq]
 
@@ -542,8 +544,12 @@ class NativeEngine:
         acked = int(self.slots[0]["swap_ack"])
         return self.pending[acked][:2] if acked in self.pending else None
 
+    def render(self, out: np.ndarray, at_ns: int) -> None:
+        """Play ``out.shape[0]`` frames into *out* (float32, frames x channels_out) offline."""
+        render_block(self.address, out.ctypes.data, out.shape[0], at_ns)
+
     def stats(self) -> dict:
-        """Counters and callback-duration percentiles (us) so far."""
+        """Counters and callback-duration percentiles (us) so far; reads only."""
         s = self.slots[0]
         counts = self.hist.copy()
         total = int(counts.sum())
@@ -552,8 +558,8 @@ class NativeEngine:
         def percentile_us(p: float) -> float:
             return float(np.searchsorted(cumulative, p * total) + 0.5) if total else 0.0
 
-        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "nan_blocks",
-                "clipped_samples", "swaps", "kernel_errors", "frames", "kernel_ns")
+        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "nan_blocks", "clipped_samples",
+                "swaps", "kernel_errors", "writes_applied", "writes_dropped", "frames", "kernel_ns")
         out = {k: int(s[k]) for k in keys}
         out.update(callback_p50_us=percentile_us(0.5), callback_p99_us=percentile_us(0.99),
                    callback_max_us=int(s["callback_max_ns"]) / 1000.0, block_frames=int(s["last_frames"]))

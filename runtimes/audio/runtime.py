@@ -1,6 +1,6 @@
 """The audio runtime: compiled kernels played by a native PortAudio callback.
 
-PortAudio calls :data:`compiler_bridge.native_audio.audio_callback` directly
+PortAudio calls :data:`runtimes.audio.engine.audio_callback` directly
 (opened through sounddevice's own cffi handles), so the audio thread never
 waits for the GIL: garbage collection, compiles or a busy host cannot stall
 it. Python only writes requests into the engine's slots and waits for the
@@ -13,19 +13,21 @@ PortAudio, which opens a JACK client.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from compiler_bridge.abi import ControlRing
-from compiler_bridge.native_audio import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
+from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
-from .base import BaseRuntime, RuntimeInitError, require_kernel
+from ..base import BaseRuntime, require_kernel, wait_until
+from ..realtime.controls import ControlRing
+from .engine import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
 
-log = logging.getLogger("livehost.runtimes.audio")
+log = logging.getLogger("livehost.runtimes")
 
 ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
 POLLS_PER_BLOCK = 4  # how often a waiting caller looks for the answer: few wake-ups, little delay
@@ -69,7 +71,7 @@ def _rescan_if_empty(sd) -> None:
     sd._terminate()
     sd._initialize()
     if not len(sd.query_devices()):
-        raise RuntimeInitError("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
+        raise DeviceError("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
                                "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
 
 
@@ -78,7 +80,7 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
 
     Raises
     ------
-    RuntimeInitError
+    DeviceError
         When no device matches, with the device list.
     """
     device, channels_in = settings.get("device"), int(settings.get("channels_in") or 0)
@@ -87,7 +89,7 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
         out_info = sd.query_devices(device, "output")
         in_info = sd.query_devices(device, "input") if channels_in else None
     except (ValueError, sd.PortAudioError) as exc:
-        raise RuntimeInitError(f"{exc}; {device_hint(sd)}") from None
+        raise DeviceError(f"{exc}; {device_hint(sd)}") from None
     sample_rate = float(settings.get("sample_rate") or out_info["default_samplerate"])
     return StreamConfig(
         output_device=int(out_info["index"]),
@@ -128,7 +130,8 @@ class _Stream:
             "suggestedLatency": latency_s, "hostApiSpecificStreamInfo": self._ffi.NULL})
 
     def _check(self, err: int, config: StreamConfig | None = None) -> None:
-        """Turn a PortAudio error code into a RuntimeInitError with the reason."""
+        """Every PortAudio call's result goes through here: an error becomes a
+        DeviceError with PortAudio's code and text (and the host API's)."""
         if err >= 0:
             return
         reason = self._ffi.string(self._lib.Pa_GetErrorText(err)).decode(errors="replace")
@@ -140,7 +143,7 @@ class _Stream:
             block = config.block_frames or "device's"
             where = (f" (device {config.device_name!r}, {config.sample_rate:g} Hz, {block} frames, "
                      f"{config.channels_out} out / {config.channels_in} in)")
-        raise RuntimeInitError(f"PortAudio: {reason}{where}; {device_hint(self._sd)}")
+        raise DeviceError(f"PortAudio error {err}: {reason}{where}; {device_hint(self._sd)}", code=err)
 
     def start(self) -> None:
         self._check(self._lib.Pa_StartStream(self._ptr[0]))
@@ -168,19 +171,20 @@ class AudioRuntime(BaseRuntime):
     Settings: ``device``, ``sample_rate``, ``block_frames``, ``channels_out``,
     ``channels_in``, ``latency``, ``crossfade_ms`` (see
     :data:`compiler_bridge.settings.AUDIO`). :attr:`controls` writes state
-    fields at the next block boundary.
+    fields at the next block boundary:
+    ``runtime.controls.push(*program.layout.target("freq_hz"), 660.0)``.
     """
 
     id = "audio"
 
     def __init__(self, settings: dict[str, Any], **kwargs) -> None:
         super().__init__(settings, **kwargs)
-        self.controls = ControlRing()
         self.config: StreamConfig | None = None
         self._engine: NativeEngine | None = None
         self._stream: _Stream | None = None
         self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio failed to close
         self._load_mark = (0, 0)  # (kernel_ns, frames) at the last stats()
+        self._stats_lock = threading.Lock()  # stats() may be called from several threads
         self._poll_s = 0.001  # set from the block length once the stream is open
 
     # --- lifecycle ---
@@ -191,8 +195,7 @@ class AudioRuntime(BaseRuntime):
         require_kernel(program, "audio")
         config = resolve_stream(self.settings, sd)
         engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
-                              config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]),
-                              ring=self.controls)
+                              config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]))
         self._publish_transport(engine)
         seq = engine.request_swap(program, np.ascontiguousarray(state), np.zeros((0, 3), np.int64))
         stream = _Stream(sd, config, engine)
@@ -244,16 +247,24 @@ class AudioRuntime(BaseRuntime):
         else:
             self._graveyard.append((stream, engine))
 
+    @property
+    def controls(self) -> ControlRing:
+        """State writes applied at the next block boundary (see the class docstring)."""
+        if self._engine is None:
+            raise RuntimeInitError("audio: controls of a runtime that is not running")
+        return self._engine.controls
+
     # --- statistics ---
 
     def _stats(self) -> dict[str, Any]:
+        """Reads the engine's counters; writes nothing the callback reads."""
         if self._engine is None:
             return {}
-        self._publish_transport(self._engine)
         stats = self._engine.stats()
         kernel_ns, frames = stats.pop("kernel_ns"), stats["frames"]
-        d_kernel, d_frames = kernel_ns - self._load_mark[0], frames - self._load_mark[1]
-        self._load_mark = (kernel_ns, frames)
+        with self._stats_lock:
+            d_kernel, d_frames = kernel_ns - self._load_mark[0], frames - self._load_mark[1]
+            self._load_mark = (kernel_ns, frames)
         block_ns_total = d_frames * 1e9 / self.config.sample_rate
         stats["load"] = d_kernel / block_ns_total if block_ns_total else 0.0
         stats["sample_rate"] = self.config.sample_rate
@@ -267,12 +278,8 @@ class AudioRuntime(BaseRuntime):
 
     def _answered(self, kind: str, seq: int) -> bool:
         """Wait (off the audio thread) until the callback answers request *seq*."""
-        deadline = time.monotonic() + ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0
-        while not self._engine.acked(kind, seq):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(self._poll_s)
-        return True
+        timeout_s = ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0
+        return wait_until(lambda: self._engine.acked(kind, seq), timeout_s, self._poll_s)
 
     def _wait(self, kind: str, seq: int, what: str) -> None:
         if not self._answered(kind, seq):

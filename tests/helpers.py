@@ -1,0 +1,123 @@
+"""Helpers shared by the tests: waiting, MIDI checks, the audio capture client.
+
+Test files import these from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+CAPTURE = Path(__file__).with_name("jack_audio_capture.py")
+
+
+def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:
+    """Wait until *predicate()* is true; fail the test after *timeout_s*."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(poll_s)
+
+
+def stuck_notes(messages: Iterable[Sequence[int]]) -> set[tuple[int, int]]:
+    """Return the ``(channel, note)`` pairs left sounding by raw *messages*.
+
+    A NoteOn with velocity > 0 starts a note; a NoteOff, or a NoteOn with
+    velocity 0, ends it. Other messages are ignored.
+    """
+    sounding: set[tuple[int, int]] = set()
+    for data in messages:
+        if len(data) < 3 or data[0] & 0xF0 not in (0x80, 0x90):
+            continue
+        key = (data[0] & 15, data[1])
+        if data[0] & 0xF0 == 0x90 and data[2] > 0:
+            sounding.add(key)
+        else:
+            sounding.discard(key)
+    return sounding
+
+
+def expected_sequencer_events(ticks: int, channel: int = 0):
+    """Sixteenths at 24 ppqn: NoteOn on tick 6k, NoteOff on tick 6k + 3."""
+    notes = [36, 38, 42, 38]
+    events = []
+    for k in range(ticks // 6 + 1):
+        note = notes[k % 4]
+        if 6 * k < ticks:
+            events.append((6 * k, "note_on", note))
+        if 6 * k + 3 < ticks:
+            events.append((6 * k + 3, "note_off", note))
+    return events
+
+
+class CaptureProcess:
+    """Drives tests/jack_audio_capture.py over its line protocol."""
+
+    def __init__(self, channels: int, tmp_path: Path, sine_hz: float = 1000.0) -> None:
+        self.tmp_path = tmp_path
+        self.proc = subprocess.Popen([sys.executable, str(CAPTURE), "--channels", str(channels),
+                                      "--sine-hz", str(sine_hz)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+        self.takes = 0
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"capture client exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def cmd(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def ports(self, regex: str) -> list[str]:
+        return self.cmd(f"ports {regex}")["ports"]
+
+    def connect(self, src: str, dst: str) -> None:
+        self.cmd(f"connect {src} {dst}")
+
+    def start(self) -> None:
+        self.cmd("start")
+
+    def stop(self) -> tuple[np.ndarray, dict]:
+        """Stop recording; return the first channel's samples and the report."""
+        self.takes += 1
+        path = self.tmp_path / f"take{self.takes}.npy"
+        report = self.cmd(f"stop {path}")
+        return np.load(path)[:, 0], report
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+def portaudio_client_name() -> str:
+    """The JACK client name of this process's PortAudio (after ``import sounddevice``)."""
+    import ctypes.util
+
+    import sounddevice  # noqa: F401  (initialises PortAudio's JACK client)
+
+    lib = ctypes.CDLL(ctypes.util.find_library("portaudio"))
+    name = ctypes.c_char_p()
+    assert lib.PaJack_GetClientName(ctypes.byref(name)) == 0
+    return name.value.decode()
+
+
+def our_ports(cap: CaptureProcess, kind: str) -> list[str]:
+    """This process's PortAudio ports of *kind* (``out`` or ``in``)."""
+    return cap.ports(f"^{portaudio_client_name()}:{kind}_")
