@@ -85,18 +85,40 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
     """
     path = Path(project_dir) / CONFIG_NAME
     text = read_source(project_dir, CONFIG_NAME, max_bytes=MAX_CONFIG_BYTES, error=ConfigError, what="project config")
-    try:
-        data = tomllib.loads(text)
-    except RecursionError:
-        raise ConfigError(str(path), None, "invalid TOML: arrays or tables nested too deeply") from None
-    except ValueError as exc:  # TOMLDecodeError, or an integer too long for int()
-        m = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(str(path), int(m.group(1)) if m else None, f"invalid TOML: {exc}") from None
+    data = _parse(path, text)
     lines = _key_lines(text)
 
     def fail(key: tuple, message: str):
         raise ConfigError(str(path), lines.get(key) or lines.get(key[:2]), message)
 
+    _check_top_level(data, fail)
+    tempo = data.get("tempo_bpm", DEFAULT_TEMPO_BPM)
+    if problem := _tempo_check(tempo):
+        fail(("tempo_bpm",), f"tempo_bpm = {tempo!r}: {problem}")
+    resolved, warnings = _resolve_entries(data.get("runtime_settings") or [{"runtime": "logic"}], schemas, fail,
+                                          lambda key: f"{path}:{lines.get(key)}")
+    selected = data.get("selected_runtime", 0)
+    if not 0 <= selected < len(resolved):
+        warnings.append(
+            f"{path}:{lines.get(('selected_runtime',))}: selected_runtime = {selected} is out of range "
+            f"(0..{len(resolved) - 1}); the default runtime is used"
+        )
+    return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
+                         float(tempo), resolved, warnings, lines, text)
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(str(path), None, "invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer too long for int()
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(str(path), int(m.group(1)) if m else None, f"invalid TOML: {exc}") from None
+
+
+def _check_top_level(data: dict[str, Any], fail) -> None:
+    """Unknown top-level keys (with a did-you-mean) and wrong types are errors."""
     for key, value in data.items():
         if key not in TOP_LEVEL:
             close = difflib.get_close_matches(key, TOP_LEVEL, n=1)
@@ -106,12 +128,15 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
         if not isinstance(value, types_) or isinstance(value, bool):
             fail((key,), f"{key} = {value!r}: expected {what}")
 
-    tempo = data.get("tempo_bpm", DEFAULT_TEMPO_BPM)
-    if problem := _tempo_check(tempo):
-        fail(("tempo_bpm",), f"tempo_bpm = {tempo!r}: {problem}")
-    entries = data.get("runtime_settings") or [{"runtime": "logic"}]
-    warnings = []
-    resolved = []
+
+def _resolve_entries(entries: list, schemas: dict[str, RuntimeSchema], fail,
+                     where) -> tuple[list[dict[str, Any]], list[str]]:
+    """Validate each ``[[runtime_settings]]`` table and merge its runtime's defaults.
+
+    An unknown runtime id is kept as written, with a warning; *where(key)*
+    gives ``file:line`` for a key.
+    """
+    resolved, warnings = [], []
     for i, entry in enumerate(entries):
         scope = ("runtime_settings", i)
         if not isinstance(entry, dict):
@@ -123,19 +148,10 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
         if schema is None:
             close = difflib.get_close_matches(rid, schemas, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            line = lines.get(scope + ("runtime",))
-            warnings.append(f"{path}:{line}: unknown runtime {rid!r} in runtime_settings[{i}]{hint}")
+            warnings.append(f"{where(scope + ('runtime',))}: unknown runtime {rid!r} in runtime_settings[{i}]{hint}")
             resolved.append(dict(entry))
             continue
         for key, problem in schema.problems(entry):
             fail(scope + (key,), f"runtime_settings[{i}] ({rid}): {problem}")
         resolved.append(schema.resolve(entry))
-
-    selected = data.get("selected_runtime", 0)
-    if not 0 <= selected < len(resolved):
-        warnings.append(
-            f"{path}:{lines.get(('selected_runtime',))}: selected_runtime = {selected} is out of range "
-            f"(0..{len(resolved) - 1}); the default runtime is used"
-        )
-    return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
-                         float(tempo), resolved, warnings, lines, text)
+    return resolved, warnings

@@ -7,7 +7,6 @@ keeps the build's module alive, since native code holds its addresses.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import sys
@@ -21,11 +20,11 @@ from .abi import ABI_VERSION, KERNEL_NAMES
 from .errors import CompiledConfigError
 from .state import StateLayout
 
-SCHEMA_VERSION = 1  # of compiled.json
+SCHEMA_VERSION = 2  # of compiled.json; 2: paths relative to the .livehost folder
 COMPILED_PATH = Path(".livehost", "compiled.json")  # in a project folder
 
 # What a host needs from a compiled config, and the type of each.
-_REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "project": str, "build_dir": str,
+_REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "build_dir": str,
              "kernels": list, "state": list, "config": dict}
 _REQUIRED_CONFIG = {"selected_runtime": int, "tempo_bpm": (int, float), "runtime_settings": list}
 _STATE_FIELD = {"name", "dtype", "shape", "default"}
@@ -48,7 +47,19 @@ def read_compiled(path: Path) -> dict:
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise CompiledConfigError(f"{path}: not JSON: {exc}") from None
     check_compiled(data, str(path))
-    return data
+    folder = path.resolve().parent  # the project's .livehost folder, wherever the project now is
+    if Path(data["build_dir"]).is_absolute() or ".." in Path(data["build_dir"]).parts:
+        raise CompiledConfigError(f"{path}: build_dir must lie inside {folder}")
+    return {**data, "build_dir": str(folder / data["build_dir"]), "project": str(folder.parent)}
+
+
+def on_disk(compiled: dict) -> dict:
+    """*compiled* as ``compiled.json`` holds it: its build folder relative to
+    ``.livehost/``, no project path (a copied or moved project plays its own)."""
+    build_dir = Path(compiled["build_dir"])
+    out = {k: v for k, v in compiled.items() if k != "project"}
+    out["build_dir"] = str(build_dir.relative_to(build_dir.parent.parent))
+    return out
 
 
 def check_compiled(data: object, where: str = "compiled config") -> None:
@@ -79,26 +90,24 @@ def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
 
 
 def load_build(build_dir: Path, digest: str) -> ModuleType:
-    """Import ``<build_dir>/entry.py`` under a name unique to that folder.
+    """Import ``<build_dir>/entry.py`` as a module of its own.
 
     Its cfuncs load from numba's cache in the build folder when the compile
-    worker already compiled them (numba's cache records the module name, so
-    worker and host derive it the same way); importing twice returns the
-    same module. Two projects with identical sources still get a build each.
+    already built them. numba's cache records the module's name: it is
+    derived from the build's hash alone, so a copied or moved project (its
+    cache included) loads its own build under the same name. The module is
+    registered in ``sys.modules`` only while it loads: each load is separate,
+    and a build that no longer plays is freed with its Program.
     """
-    folder = hashlib.sha256(str(Path(build_dir).resolve()).encode()).hexdigest()[:8]
-    name = f"livehost_build_{digest}_{folder}"
-    if name in sys.modules:
-        return sys.modules[name]
+    name = f"livehost_build_{digest}"
     spec = importlib.util.spec_from_file_location(name, Path(build_dir) / "entry.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
+    finally:
+        sys.modules.pop(name, None)
         sys.modules.pop(name + "_patch", None)
-        raise
     return module
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-log = logging.getLogger("livehost.watch")
+log = logging.getLogger("livehost.compiler_bridge")
 
 
 class DebouncedWatcher(FileSystemEventHandler):

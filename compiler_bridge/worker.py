@@ -26,6 +26,7 @@ from .config import PATCH_NAME
 from .errors import PatchError
 
 WORKER_NICE = 10
+CLOSE_WAIT_S = 0.5
 
 
 @dataclass
@@ -120,7 +121,7 @@ class CompileWorker:
                 return
             self._proc.stdin.close()
             try:
-                self._proc.wait(5)
+                self._proc.wait(CLOSE_WAIT_S)  # a compile under way is not waited for: shutdown stays quick
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
@@ -147,8 +148,10 @@ def _warm(modules: list[str]) -> None:
 
 
 def main() -> None:
-    from .compile import compile_project
+    from .compile import compile_project, die_with_parent
     from .errors import SourceError
+
+    die_with_parent()  # a host killed with -9 leaves no worker behind
 
     # Ctrl-C in a terminal reaches the whole process group: the host decides
     # when this worker ends (it closes our stdin), so ignore it here.

@@ -306,9 +306,11 @@ class Host:
     # --- reporting ---
 
     def status(self) -> dict[str, Any]:
-        """Runtime id, its stats, and the last compile error (None if fine)."""
+        """Runtime id, its stats, what it waits for (None while it plays), and the last compile error."""
         runtime = self.runtime
+        stats = runtime.stats() if runtime else {}
         return {"runtime": runtime.id if runtime else None,
-                "stats": runtime.stats() if runtime else {},
+                "stats": stats,
+                "recovery": stats.get("recovery"),  # e.g. "waiting for JACK (3 s)" after a lost server
                 "program": runtime.program.source_hash if runtime and runtime.program else None,
                 "last_error": self.last_error}

@@ -16,6 +16,8 @@ def status_line(status: dict[str, Any]) -> str:
     """Format :meth:`host.Host.status` as one short line."""
     stats = status.get("stats") or {}
     parts = [status.get("runtime") or "no runtime"]
+    if status.get("recovery"):
+        parts.append(status["recovery"])
     parts += [fmt.format(stats[key]) for key, fmt in _SHOWN if key in stats]
     error = status.get("last_error")
     parts.append(f"compile ERROR {error['text']}" if error else f"compile ok {status.get('program') or '-'}")

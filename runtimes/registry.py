@@ -17,16 +17,11 @@ Factory = Callable[..., Any]  # factory(settings, *, transport, clock) -> Runtim
 
 @dataclass(frozen=True)
 class RegistryEntry:
+    """A runtime id, its settings schema (defaults, validation, live keys) and its factory."""
+
     id: str
     schema: RuntimeSchema
     factory: Factory
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return dict(self.schema.defaults)
-
-    def validate(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
-        return self.schema.problems(settings)
 
 
 class Registry:
@@ -40,7 +35,6 @@ class Registry:
 
     def get(self, runtime_id: str) -> RegistryEntry | None:
         return self._entries.get(runtime_id)
-
 
 
 def _lazy(module: str, cls: str) -> Factory:

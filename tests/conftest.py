@@ -20,6 +20,11 @@ EXAMPLES = ROOT / "examples"
 JACK_CMD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--soak-builds", type=int, default=200,
+                     help="distinct builds in the soak test (the issue's full length: 1000)")
+
+
 def _jack_running() -> bool:
     try:
         return subprocess.run(["jack_wait", "-c"], capture_output=True, text=True, timeout=10).stdout.startswith("running")

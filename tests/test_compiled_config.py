@@ -10,7 +10,7 @@ import pytest
 
 from compiler_bridge.abi import ABI_VERSION
 from compiler_bridge.errors import CompiledConfigError, HostError
-from compiler_bridge.program import SCHEMA_VERSION, Program, read_compiled
+from compiler_bridge.program import SCHEMA_VERSION, Program, on_disk, read_compiled
 from host import Host
 
 
@@ -30,8 +30,17 @@ def write(tmp_path, data) -> None:
 
 
 def test_a_valid_file_reads_from_the_file_or_its_project(tmp_path):
-    write(tmp_path, valid(tmp_path))
+    write(tmp_path, on_disk(valid(tmp_path)))  # on disk, paths are relative to .livehost/
+    assert on_disk(valid(tmp_path))["build_dir"] == "build/0123456789abcdef"
     assert read_compiled(tmp_path) == read_compiled(tmp_path / ".livehost" / "compiled.json") == valid(tmp_path)
+
+
+@pytest.mark.parametrize("build_dir", ["/elsewhere/build/0123456789abcdef", "../other/.livehost/build/x"])
+def test_a_build_folder_outside_the_project_is_refused(tmp_path, build_dir):
+    write(tmp_path, {**on_disk(valid(tmp_path)), "build_dir": build_dir})
+    path = tmp_path / ".livehost" / "compiled.json"
+    with pytest.raises(CompiledConfigError, match=re.escape(f"{path}: build_dir must lie inside")):
+        read_compiled(tmp_path)
 
 
 def edited(**changes):
@@ -47,14 +56,14 @@ def edited(**changes):
 
 
 BAD = [
-    (edited(schema_version=2), "written by another livehost (schema 2, ABI 1; this one reads schema 1, ABI 1): "
+    (edited(schema_version=1), "written by another livehost (schema 1, ABI 1; this one reads schema 2, ABI 1): "
                                "compile the project again"),
-    (edited(abi_version=99), "written by another livehost (schema 1, ABI 99;"),
+    (edited(abi_version=99), "written by another livehost (schema 2, ABI 99;"),
     (edited(build_dir=None, state=None), "missing keys: build_dir, state"),
     (edited(config_runtime_settings=None), "missing keys: config.runtime_settings"),
     (edited(kernels="audio"), "kernels is str, expected list"),
     (edited(source_hash=12), "source_hash is int, expected str"),
-    (edited(schema_version=True), "schema_version is bool, expected int"),
+    (edited(abi_version=True), "abi_version is bool, expected int"),  # True == ABI 1: only the type check sees it
     (edited(config=[]), "config is list, expected dict"),
     (edited(config_tempo_bpm="fast"), "config.tempo_bpm is str, expected int or float"),
     (edited(kernels=["audio", "video"]), "unknown kernels ['video'] (known: audio, midi)"),

@@ -80,102 +80,84 @@ class Running:
         self._thread.join()
 
 
-def _audio_engine(program: Program):
-    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
-    out = np.zeros((64, 1), np.float32)
-    return engine, Running(lambda: _CALLBACK(None, out.ctypes.data, 64, None, 0, engine.address))
+class AudioSide:
+    """The audio engine, its callback called in a loop as PortAudio would."""
 
+    def __init__(self, program: Program) -> None:
+        self.engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
+        self.controls = self.engine.controls
+        self.engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+        out = np.zeros((64, 1), np.float32)
+        self.running = Running(lambda: _CALLBACK(None, out.ctypes.data, 64, None, 0, self.engine.address))
 
-def _audio_swap(engine: NativeEngine, new: Program, old: Program) -> np.ndarray:
-    state = new.new_state()
-    seq = engine.request_swap(new, state, new.layout.carry_table(old.layout))
-    while not engine.acked("swap", seq):
-        pass
-    engine.release_finished()
-    return state
-
-
-@settings(max_examples=40, deadline=None)
-@given(before=st.integers(0, 40), during=st.integers(0, 40))
-def test_audio_writes_for_a_removed_field_never_land_in_another(layouts, before, during):
-    a, b = layouts
-    engine, running = _audio_engine(a)
-    try:
-        for _ in range(5):
-            for _ in range(before):
-                engine.controls.push(*a.layout.target("cutoff"), STALE)
-            state = b.new_state()
-            seq = engine.request_swap(b, state, b.layout.carry_table(a.layout))
-            for _ in range(during):  # the callback takes the swap somewhere in here
-                engine.controls.push(*a.layout.target("cutoff"), STALE)
-            while not engine.acked("swap", seq):
-                pass
-            while engine.controls.pending():
-                pass
-            assert state["level"][0] == LEVEL
-            _audio_swap(engine, a, b)
-        stats = engine.stats()
-        assert stats["writes_applied"] + stats["writes_dropped"] == 5 * (before + during)
-    finally:
-        running.close()
-
-
-def test_audio_check_can_fail_a_write_to_the_new_layout_does_change_level(layouts):
-    a, b = layouts
-    engine, running = _audio_engine(a)
-    try:
-        state = _audio_swap(engine, b, a)
-        engine.controls.push(*b.layout.target("level"), STALE)
-        while engine.controls.pending():
+    def swap(self, new: Program, old: Program, while_pending=lambda: None) -> np.ndarray:
+        state = new.new_state()
+        seq = self.engine.request_swap(new, state, new.layout.carry_table(old.layout))
+        while_pending()  # the callback takes the swap somewhere in here
+        while not self.engine.acked("swap", seq):
             pass
-        assert state["level"][0] == STALE
-    finally:
-        running.close()
+        self.engine.release_finished()
+        return state
 
 
 MIDI_SETTINGS = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": False}
 
 
-def _midi_engine(program: Program):
-    engine = MidiEngine(MIDI_SETTINGS, 48000.0, 120.0)
-    engine.first(program, program.new_state(), MIDI_SETTINGS)
-    engine.set_run_state(STARTING)
-    return engine, Running(engine.step)
+class MidiSide:
+    """The tick engine, stepped in a loop as a clock thread would."""
+
+    def __init__(self, program: Program) -> None:
+        self.engine = MidiEngine(MIDI_SETTINGS, 48000.0, 120.0)
+        self.controls = self.engine.controls
+        self.engine.first(program, program.new_state(), MIDI_SETTINGS)
+        self.engine.set_run_state(STARTING)
+        self.running = Running(self.engine.step)
+
+    def swap(self, new: Program, old: Program, while_pending=lambda: None) -> np.ndarray:
+        racer = threading.Thread(target=while_pending)
+        racer.start()  # racing the swap, which waits for the next tick
+        assert self.engine.swap(new, MIDI_SETTINGS, timeout_s=5.0)
+        racer.join()
+        return self.engine.blocks[-1].state
 
 
+SIDES = {"audio": AudioSide, "midi": MidiSide}
+
+
+@pytest.mark.parametrize("side", SIDES)
 @settings(max_examples=40, deadline=None)
 @given(before=st.integers(0, 40), during=st.integers(0, 40))
-def test_midi_writes_for_a_removed_field_never_land_in_another(layouts, before, during):
+def test_writes_for_a_removed_field_never_land_in_another(layouts, side, before, during):
     a, b = layouts
-    engine, running = _midi_engine(a)
+    engine = SIDES[side](a)
+
+    def push_stale(n: int) -> None:
+        for _ in range(n):
+            engine.controls.push(*a.layout.target("cutoff"), STALE)
+
     try:
         for _ in range(5):
-            for _ in range(before):
-                engine.controls.push(*a.layout.target("cutoff"), STALE)
-            pusher = threading.Thread(target=lambda: [engine.controls.push(*a.layout.target("cutoff"), STALE)
-                                                      for _ in range(during)])
-            pusher.start()  # racing the swap below
-            assert engine.swap(b, MIDI_SETTINGS, timeout_s=5.0)
-            pusher.join()
+            push_stale(before)
+            state = engine.swap(b, a, lambda: push_stale(during))
             while engine.controls.pending():
                 pass
-            assert engine.blocks[-1].state["level"][0] == LEVEL
-            assert engine.swap(a, MIDI_SETTINGS, timeout_s=5.0)
-        stats = engine.stats()
+            assert state["level"][0] == LEVEL
+            engine.swap(a, b)
+        stats = engine.engine.stats()
         assert stats["writes_applied"] + stats["writes_dropped"] == 5 * (before + during)
     finally:
-        running.close()
+        engine.running.close()
 
 
-def test_midi_check_can_fail_a_write_to_the_new_layout_does_change_level(layouts):
+@pytest.mark.parametrize("side", SIDES)
+def test_the_check_can_fail_a_write_to_the_new_layout_does_change_level(layouts, side):
     a, b = layouts
-    engine, running = _midi_engine(a)
+    engine = SIDES[side](a)
     try:
-        assert engine.swap(b, MIDI_SETTINGS, timeout_s=5.0)
+        state = engine.swap(b, a)
         engine.controls.push(*b.layout.target("level"), STALE)
         while engine.controls.pending():
             pass
-        assert engine.blocks[-1].state["level"][0] == STALE
+        assert state["level"][0] == STALE
     finally:
-        running.close()
+        engine.running.close()

@@ -114,6 +114,7 @@ SLOTS_DTYPE = np.dtype(
         ("xruns", "i8"),  # callbacks with any xrun sign below
         ("xruns_flagged", "i8"),  # PortAudio status flags said so
         ("xruns_late", "i8"),  # callback overran its block or started > 2 blocks late
+        ("overruns", "i8"),  # callback took longer than its block: our own fault, not the graph's
         ("nan_blocks", "i8"),
         ("clipped_samples", "i8"),
         ("swaps", "i8"),
@@ -368,8 +369,9 @@ def _record_timing(s, start_ns, end_ns, frames, status_flags):
     hist = carray(as_voidptr(s.hist), HIST_BINS, np.int64)
     hist[min(duration_ns // 1000, HIST_BINS - 1)] += 1
     s.callback_max_ns = max(s.callback_max_ns, duration_ns)
-    late = s.last_start_ns > 0 and start_ns - s.last_start_ns > 2.0 * block_ns
-    late |= duration_ns > block_ns
+    overran = duration_ns > block_ns
+    s.overruns += np.int64(overran)
+    late = (s.last_start_ns > 0 and start_ns - s.last_start_ns > 2.0 * block_ns) or overran
     flagged = (status_flags & PA_XRUN_FLAGS) != 0
     s.xruns_late += np.int64(late)
     s.xruns_flagged += np.int64(flagged)
@@ -558,7 +560,7 @@ class NativeEngine:
         def percentile_us(p: float) -> float:
             return float(np.searchsorted(cumulative, p * total) + 0.5) if total else 0.0
 
-        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "nan_blocks", "clipped_samples",
+        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "overruns", "nan_blocks", "clipped_samples",
                 "swaps", "kernel_errors", "writes_applied", "writes_dropped", "frames", "kernel_ns")
         out = {k: int(s[k]) for k in keys}
         out.update(callback_p50_us=percentile_us(0.5), callback_p99_us=percentile_us(0.99),

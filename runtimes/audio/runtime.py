@@ -8,14 +8,23 @@ callback's answer at a block boundary.
 
 sounddevice is imported inside methods only: importing it initialises
 PortAudio, which opens a JACK client.
+
+A server or device that goes away (or is not there yet at start-up) does not
+end the runtime: it keeps its engine -- program and state -- and a watch
+thread opens a new stream around it when the device is back (after a JACK
+server has gone that takes a fresh PortAudio: see :class:`_PortAudio`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +33,19 @@ from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
 from ..base import BaseRuntime, require_kernel, wait_until
+from ..midi.jack import ServerWatch
 from ..realtime.controls import ControlRing
+from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
 
 log = logging.getLogger("livehost.runtimes")
 
 ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
 POLLS_PER_BLOCK = 4  # how often a waiting caller looks for the answer: few wake-ups, little delay
+WATCH_S = 0.02  # how often the watch thread looks at the stream: a lost device is noticed within a few blocks
+JACK_HOSTAPI = "JACK Audio Connection Kit"
+NO_DEVICE = ("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
+             "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class StreamConfig:
     output_device: int
     input_device: int | None
     device_name: str
+    hostapi: str  # PortAudio's name of the output device's host API
     sample_rate: float  # Hz
     block_frames: int
     channels_out: int
@@ -63,20 +79,11 @@ def _latency(setting, info: dict, kind: str) -> float:
     return float(setting)
 
 
-def _rescan_if_empty(sd) -> None:
-    """PortAudio lists devices once, when it initialises: if it saw none (the
-    JACK server started after this process), look again before giving up."""
-    if len(sd.query_devices()):
-        return
-    sd._terminate()
-    sd._initialize()
-    if not len(sd.query_devices()):
-        raise DeviceError("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
-                               "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
-
-
-def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
+def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None) -> StreamConfig:
     """Resolve the ``device``, rate, block and latency settings against PortAudio.
+
+    With no ``device`` setting, *hostapi* (a host API name) picks that host
+    API's default devices: a device that comes back is looked for where it was.
 
     Raises
     ------
@@ -84,10 +91,17 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
         When no device matches, with the device list.
     """
     device, channels_in = settings.get("device"), int(settings.get("channels_in") or 0)
-    _rescan_if_empty(sd)
+    if not len(sd.query_devices()):
+        raise DeviceError(NO_DEVICE)
+    out_device = in_device = device
+    if device is None and hostapi is not None:
+        api = next((a for a in sd.query_hostapis() if a["name"] == hostapi), None)
+        if api is None:
+            raise DeviceError(f"PortAudio sees no {hostapi} device")
+        out_device, in_device = api["default_output_device"], api["default_input_device"]
     try:
-        out_info = sd.query_devices(device, "output")
-        in_info = sd.query_devices(device, "input") if channels_in else None
+        out_info = sd.query_devices(out_device, "output")
+        in_info = sd.query_devices(in_device, "input") if channels_in else None
     except (ValueError, sd.PortAudioError) as exc:
         raise DeviceError(f"{exc}; {device_hint(sd)}") from None
     sample_rate = float(settings.get("sample_rate") or out_info["default_samplerate"])
@@ -95,6 +109,7 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
         output_device=int(out_info["index"]),
         input_device=int(in_info["index"]) if in_info else None,
         device_name=str(out_info["name"]),
+        hostapi=str(sd.query_hostapis(out_info["hostapi"])["name"]),
         sample_rate=sample_rate,
         block_frames=int(settings.get("block_frames") or 0),
         channels_out=int(settings.get("channels_out") or 2),
@@ -104,14 +119,129 @@ def resolve_stream(settings: dict[str, Any], sd) -> StreamConfig:
     )
 
 
+def _loaded_file(prefix: str) -> str | None:
+    """The file of the loaded shared library whose name starts with *prefix* (Linux), or None."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and Path(fields[5]).name.startswith(prefix):
+            return fields[5]
+    return None
+
+
+def _load_copy(ffi, library: str | None):
+    """Load another instance of *library*: the dynamic loader keeps one per file, so a copy."""
+    if library is None:
+        raise DeviceError("cannot load a fresh PortAudio here (no /proc/self/maps)")
+    problems = []
+    for folder in (tempfile.gettempdir(), Path.home() / ".cache"):
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix="livehost-portaudio-", suffix=".so") as copy:
+                shutil.copyfile(library, copy.name)
+                return ffi.dlopen(copy.name)  # the mapping outlives the file
+        except OSError as exc:  # (a folder mounted noexec, for one)
+            problems.append(str(exc))
+    raise DeviceError("cannot load a fresh PortAudio: " + "; ".join(problems))
+
+
+class _PortAudio:
+    """This process's PortAudio (through sounddevice), and whether the JACK server it joined is there.
+
+    PortAudio keeps its JACK client to itself. Once that server has gone,
+    nothing of that PortAudio may be called again: ``Pa_Terminate`` first
+    waits ten minutes for a stream that was running, then asserts on the
+    dead client (aborting the process), and libjack frees the dead client at
+    the process's next client open anyway. So that PortAudio is retired --
+    left loaded, never terminated, by sounddevice's exit handler neither --
+    and a fresh copy of the library sees the next server. A PortAudio that
+    has not joined a JACK server is simply terminated and initialised again
+    to look for devices that appeared since.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._sd = None
+        self._library: str | None = None  # the file sounddevice loaded PortAudio from
+        self._joined = False  # this PortAudio has a client on a JACK server
+        self._watch: ServerWatch | None = None  # ... that tells when that server goes
+        self._retired = False
+        self.generation = 0  # bumped whenever PortAudio is initialised again: older streams are not its
+
+    def get(self):
+        """sounddevice, on a PortAudio that may be used."""
+        with self._lock:
+            if self._sd is None:
+                import sounddevice as sd
+
+                self._sd, self._library = sd, _loaded_file("libportaudio")
+                atexit.register(self._at_exit)  # runs before sounddevice's own exit handler
+                self._watch_server()
+            elif self._retired:
+                self._sd._lib = _load_copy(self._sd._ffi, self._library)
+                self._sd._initialize()
+                self._retired = False
+                self.generation += 1
+                self._watch_server()
+            return self._sd
+
+    def gone(self) -> bool:
+        """Whether the JACK server this PortAudio joined has gone."""
+        return self._joined and (self._watch is None or bool(self._watch.gone))
+
+    def look_again(self) -> None:
+        """Initialise PortAudio again to see devices (or a JACK server) that appeared since.
+
+        Only while no stream of this PortAudio plays: terminating closes them all.
+        """
+        with self._lock:
+            if self._retired or self.gone():
+                self.retire()
+            else:
+                if self._watch is not None:
+                    self._watch.close()
+                if self._sd._initialized:
+                    self._sd._terminate()
+                self._sd._initialize()
+                self.generation += 1
+                self._watch_server()
+        self.get()
+
+    def retire(self) -> None:
+        """Never call this PortAudio again (see the class docstring)."""
+        with self._lock:
+            self._retired, self._joined, self._watch = True, False, None
+            self._sd._initialized = 0  # so sounddevice's exit handler leaves it alone
+
+    def _watch_server(self) -> None:
+        self._joined = any(api["name"] == JACK_HOSTAPI for api in self._sd.query_hostapis())
+        self._watch = None
+        if self._joined:
+            try:
+                self._watch = ServerWatch()
+            except DeviceError:  # gone already: gone() says so
+                pass
+
+    def _at_exit(self) -> None:
+        with self._lock:
+            if self.gone():
+                self.retire()
+
+
+_PORTAUDIO = _PortAudio()
+
+
 class _Stream:
     """One PortAudio stream whose callback is the native trampoline.
 
     Holds the cffi objects PortAudio keeps pointers into for the stream's life.
     """
 
-    def __init__(self, sd, config: StreamConfig, engine: NativeEngine) -> None:
+    def __init__(self, sd, config: StreamConfig, engine: NativeEngine, generation: int) -> None:
         self._sd, self._lib, self._ffi = sd, sd._lib, sd._ffi
+        self.generation = generation  # of the PortAudio it belongs to (see _PortAudio)
         self._ptr = self._ffi.new("PaStream**")
         self._params = [self._parameters(config.output_device, config.channels_out, config.output_latency_s)]
         if config.input_device is not None:
@@ -148,6 +278,10 @@ class _Stream:
     def start(self) -> None:
         self._check(self._lib.Pa_StartStream(self._ptr[0]))
 
+    def active(self) -> bool:
+        """False once the host API stopped it: ours never stops itself, so the device (or server) went."""
+        return self._lib.Pa_IsStreamActive(self._ptr[0]) == 1
+
     def latency_s(self) -> float:
         return float(self._lib.Pa_GetStreamInfo(self._ptr[0]).outputLatency)
 
@@ -182,7 +316,12 @@ class AudioRuntime(BaseRuntime):
         self.config: StreamConfig | None = None
         self._engine: NativeEngine | None = None
         self._stream: _Stream | None = None
-        self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio failed to close
+        self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio must not be asked to close
+        self._held: tuple[Program, np.ndarray] | None = None  # what plays once there is a device
+        self._deferred: Program | None = None  # loaded while the device was away
+        self._recovery = Recovery(self.id)
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
         self._load_mark = (0, 0)  # (kernel_ns, frames) at the last stats()
         self._stats_lock = threading.Lock()  # stats() may be called from several threads
         self._poll_s = 0.001  # set from the block length once the stream is open
@@ -190,62 +329,113 @@ class AudioRuntime(BaseRuntime):
     # --- lifecycle ---
 
     def _open(self, program: Program, state: np.ndarray) -> None:
-        import sounddevice as sd
-
         require_kernel(program, "audio")
-        config = resolve_stream(self.settings, sd)
+        self._held = (program, np.ascontiguousarray(state))
+        try:
+            self._connect()
+        except DeviceError as exc:
+            if len(_PORTAUDIO.get().query_devices()):
+                raise  # a setting no device here satisfies: the performer's to fix, not to wait for
+            self._recovery.lose("JACK", str(exc))
+        self._watch = threading.Thread(target=self._watch_loop, name="livehost-audio-watch", daemon=True)
+        self._watch.start()
+
+    def _connect(self) -> None:
+        """Open a stream and play on it: the held program, or the engine that played on a lost device."""
+        hostapi = self.config.hostapi if self.config else None  # where a device that played was
+        sd = _PORTAUDIO.get()
+        if not _sees(sd, hostapi):
+            _PORTAUDIO.look_again()  # a JACK server started after PortAudio looked, for one
+            sd = _PORTAUDIO.get()
+        config = resolve_stream(self.settings, sd, hostapi)
+        engine, seq = self._engine, None
+        if engine is None or _shape(config) != _shape(self.config):
+            engine, seq = self._new_engine(config)
+        stream = _Stream(sd, config, engine, _PORTAUDIO.generation)
+        block_s = (config.block_frames or 256) / config.sample_rate
+        poll_s = max(block_s, stream.latency_s() / 2) / POLLS_PER_BLOCK
+        try:
+            stream.start()
+            if seq is not None:
+                answered = self._answered(stream, lambda: engine.acked("swap", seq), poll_s)
+            else:  # the same engine goes on where it stopped
+                calls = int(engine.slots[0]["callbacks"])
+                answered = self._answered(stream, lambda: engine.slots[0]["callbacks"] > calls, poll_s)
+            if not answered:
+                raise RuntimeInitError("audio: the stream stopped calling back; could not start playing "
+                                       "(is the JACK server or the device still there?)")
+        except RuntimeInitError:
+            self._release(stream, engine)
+            raise
+        self.config, self._engine, self._stream, self._poll_s, self._held = config, engine, stream, poll_s, None
+
+    def _new_engine(self, config: StreamConfig) -> tuple[NativeEngine, int]:
+        """An engine for *config*, asked to play the held program (or the last engine's) from its state."""
         engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
                               config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]))
         self._publish_transport(engine)
-        seq = engine.request_swap(program, np.ascontiguousarray(state), np.zeros((0, 3), np.int64))
-        stream = _Stream(sd, config, engine)
-        self.config, self._engine, self._stream = config, engine, stream
-        block_s = (config.block_frames or 256) / config.sample_rate
-        self._poll_s = max(block_s, stream.latency_s() / 2) / POLLS_PER_BLOCK
-        try:
-            stream.start()
-            self._wait("swap", seq, "start playing")
-        except RuntimeInitError:
-            if not stream.close():
-                self._graveyard.append((stream, engine))  # PortAudio may still call into them
-            raise
+        program, state = self._held if self._engine is None else self._engine.newest()
+        seq = engine.request_swap(program, np.ascontiguousarray(state).copy(), np.zeros((0, 3), np.int64))
+        return engine, seq
 
     def _load(self, program: Program) -> None:
         require_kernel(program, "audio")
+        if self._stream is not None and self._lost(self._stream):
+            self._lose()  # (before the watch thread saw it)
+        if self._stream is not None:
+            self._swap(program)
+            return
+        if self._engine is None:  # never had a device: carry the held state over
+            old_program, old_state = self._held
+            self._held = (program, program.layout.carry(old_program.layout, old_state))
+        else:
+            self._deferred = program
+        log.info("audio: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
+
+    def _swap(self, program: Program) -> None:
         engine = self._engine
         self._publish_transport(engine)
         state = program.layout.defaults()
-        seq = engine.request_swap(program, state, program.layout.carry_table(self.program.layout))
-        self._wait("swap", seq, "swap programs")
+        seq = engine.request_swap(program, state, program.layout.carry_table(engine.newest()[0].layout))
+        if not self._answered(self._stream, lambda: engine.acked("swap", seq)):
+            raise RuntimeInitError("audio: the stream stopped calling back; could not swap programs "
+                                   "(is the JACK server or the device still there?)")
         engine.release_finished()
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
-        self._engine.set_crossfade_ms(float(settings["crossfade_ms"]))
-        self._publish_transport(self._engine)
+        if self._engine is not None:
+            self._engine.set_crossfade_ms(float(settings["crossfade_ms"]))
+            self._publish_transport(self._engine)
 
     def _snapshot(self) -> np.ndarray:
         engine = self._engine
-        dst = np.zeros(1, self.program.layout.dtype)
-        if self._stream is not None and self._stream.open:
+        if engine is None:
+            return self._held[1].copy()
+        if self._stream is not None:
+            dst = np.zeros(1, engine.newest()[0].layout.dtype)
             seq = engine.request_snapshot(dst)
-            if self._answered("snap", seq):
-                return dst
-        newest = engine.newest()  # no answer: the stream is stopped, nothing writes the state now
-        if newest is None:
-            raise RuntimeInitError("audio: nothing is playing")
-        return newest[1].copy()
+            if self._answered(self._stream, lambda: engine.acked("snap", seq)):
+                return self.program.layout.carry(engine.newest()[0].layout, dst)
+        # no answer: no stream calls back, nothing writes the state now
+        program, state = engine.newest()
+        return self.program.layout.carry(program.layout, state)
+
+    def close(self) -> None:
+        self._stop.set()  # an attempt to get the device back gives up at once
+        super().close()
 
     def _close(self) -> None:
+        if self._watch is not None:
+            self._watch.join()
         engine, stream = self._engine, self._stream
         if stream is None:
             return
-        seq = engine.request_close()
-        if not self._answered("close", seq):
-            log.warning("audio: the stream did not fade out in time; closing anyway")
-        if stream.close():
-            self._stream = None  # PortAudio holds no pointer into it any more
-        else:
-            self._graveyard.append((stream, engine))
+        if not self._lost(stream):
+            seq = engine.request_close()
+            if not self._answered(stream, lambda: engine.acked("close", seq)):
+                log.warning("audio: the stream did not fade out in time; closing anyway")
+        self._stream = None
+        self._release(stream, engine)
 
     @property
     def controls(self) -> ControlRing:
@@ -254,13 +444,68 @@ class AudioRuntime(BaseRuntime):
             raise RuntimeInitError("audio: controls of a runtime that is not running")
         return self._engine.controls
 
+    # --- a lost device ---
+
+    def _watch_loop(self) -> None:
+        """Notice a lost device within a few blocks; get it back (never waiting for the lock)."""
+        while not self._stop.wait(WATCH_S):
+            if not self._lock.acquire(blocking=False):
+                continue  # a load or close is under way: look again next time
+            try:
+                if self.closed:
+                    return
+                if self._stream is not None and self._lost(self._stream):
+                    self._lose()
+                if self._recovery.due():
+                    self._retry()
+            finally:
+                self._lock.release()
+
+    def _lost(self, stream: _Stream) -> bool:
+        return not _askable(stream) or not stream.active()
+
+    def _lose(self) -> None:
+        if _PORTAUDIO.gone():
+            why = "the JACK server went away"
+        else:
+            why = f"the stream on {self.config.device_name!r} stopped"
+        self._graveyard.append((self._stream, self._engine))  # PortAudio is never asked about it again
+        self._stream = None
+        _PORTAUDIO.retire()
+        waiting_for = "JACK" if self.config.hostapi == JACK_HOSTAPI else repr(self.config.device_name)
+        self._recovery.lose(waiting_for, why)
+
+    def _retry(self) -> None:
+        try:
+            self._connect()
+        except DeviceError as exc:
+            self._recovery.failed(str(exc).split(";")[0])  # (without the device list)
+            return
+        except RuntimeInitError as exc:
+            self._recovery.failed(str(exc))
+            return
+        self._recovery.resumed()
+        if self._deferred is not None:
+            program, self._deferred = self._deferred, None
+            try:
+                self._swap(program)
+            except RuntimeInitError as exc:
+                log.error("audio: could not swap program %s in after the device came back: %s",
+                          program.source_hash, exc)
+
+    def _release(self, stream: _Stream, engine: NativeEngine) -> None:
+        """Stop and close *stream* unless its PortAudio must not be asked; keep what it may still call."""
+        if not _askable(stream) or not stream.close():
+            self._graveyard.append((stream, engine))
+
     # --- statistics ---
 
     def _stats(self) -> dict[str, Any]:
         """Reads the engine's counters; writes nothing the callback reads."""
+        stats = self._recovery.stats()
         if self._engine is None:
-            return {}
-        stats = self._engine.stats()
+            return stats
+        stats.update(self._engine.stats())
         kernel_ns, frames = stats.pop("kernel_ns"), stats["frames"]
         with self._stats_lock:
             d_kernel, d_frames = kernel_ns - self._load_mark[0], frames - self._load_mark[1]
@@ -276,12 +521,33 @@ class AudioRuntime(BaseRuntime):
         now_ns = time.monotonic_ns()
         engine.set_transport(self.transport.tempo_bpm, self.transport.beat_at(self.transport.clock.now_ns()), now_ns)
 
-    def _answered(self, kind: str, seq: int) -> bool:
-        """Wait (off the audio thread) until the callback answers request *seq*."""
-        timeout_s = ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0
-        return wait_until(lambda: self._engine.acked(kind, seq), timeout_s, self._poll_s)
+    def _answered(self, stream: _Stream, answer, poll_s: float | None = None) -> bool:
+        """Wait (off the audio thread) until *answer()* holds.
 
-    def _wait(self, kind: str, seq: int, what: str) -> None:
-        if not self._answered(kind, seq):
-            raise RuntimeInitError(f"audio: the stream stopped calling back; could not {what} "
-                                   f"(is the JACK server or the device still there?)")
+        Not for a stream that is lost, nor while close() waits for an attempt
+        to get the device back (it has set ``_stop``, not yet ``closed``).
+        """
+        def done() -> bool:
+            return answer() or self._stop.is_set() and not self.closed or self._lost(stream)
+
+        wait_until(done, ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0, poll_s or self._poll_s)
+        return answer()
+
+
+def _askable(stream: _Stream) -> bool:
+    """Whether PortAudio may be asked about *stream*: its own PortAudio, on a server still there."""
+    return stream.generation == _PORTAUDIO.generation and not _PORTAUDIO.gone()
+
+
+def _sees(sd, hostapi: str | None) -> bool:
+    """Whether PortAudio sees any device (on *hostapi*, when given)."""
+    if hostapi is None:
+        return len(sd.query_devices()) > 0
+    return any(api["name"] == hostapi for api in sd.query_hostapis())
+
+
+def _shape(config: StreamConfig | None) -> tuple | None:
+    """What an engine is built for: a stream with the same shape can take it over."""
+    if config is None:
+        return None
+    return config.sample_rate, config.channels_in, config.channels_out, config.block_frames

@@ -4,29 +4,41 @@ Its process callback is the tick engine's native :data:`engine.process`, so
 clock bytes and kernel events are written at exact frame offsets with no
 Python in the loop. libjack is bound through ctypes here; the engine calls
 the few functions it needs by address.
+
+A JACK server that goes away takes every client of the process with it.
+Clients here hear it through a native shutdown callback (it never waits for
+the GIL in the libjack thread that calls it), and a dead client's handle is
+never used again: libjack frees it at the process's next client open.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 from typing import Any
+
+import numba
+import numpy as np
+from numba import carray, types
 
 from compiler_bridge.errors import DeviceError
 
 from ..base import wait_until
 from . import engine as engine_module
-from .engine import RUNNING, STARTING, STOPPED, STOPPING, MidiEngine
+from .engine import IDLE, RUNNING, STARTING, STOPPED, STOPPING, MidiEngine
 
 log = logging.getLogger("livehost.runtimes")
 
 CLIENT_NAME = "livehost"
+WATCH_CLIENT_NAME = "livehost-watch"
 MIDI_TYPE = b"8 bit raw midi"
 _JACK_NO_START_SERVER = 0x01
 _JACK_PORT_IS_INPUT, _JACK_PORT_IS_OUTPUT = 0x1, 0x2
 
 
+@functools.cache
 def libjack() -> ctypes.CDLL:
     lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
     vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
@@ -44,6 +56,8 @@ def libjack() -> ctypes.CDLL:
         ("jack_get_ports", ctypes.POINTER(cp), [vp, cp, cp, ctypes.c_ulong]),
         ("jack_connect", i, [vp, cp, cp]),
         ("jack_free", None, [vp]),
+        ("jack_on_shutdown", None, [vp, vp, vp]),
+        ("jack_set_error_function", None, [vp]),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
@@ -54,6 +68,61 @@ def _address(fn) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value
 
 
+@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True)
+def _raise_flag(arg):
+    """JACK shutdown callback: store 1 in the int64 at *arg*."""
+    carray(arg, 1, np.int64)[0] = 1
+
+
+@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True)
+def _ignore(message):
+    """JACK error function that prints nothing (see :func:`open_client`)."""
+
+
+def open_client(name: str) -> int:
+    """Open a JACK client named *name* (never starting a server); raise DeviceError without one.
+
+    libjack's own error printing is turned off, as PortAudio does for its
+    client: a look for a server that is not there yet prints several lines,
+    a server that goes away three more, and the runtimes say what matters.
+    """
+    lib = libjack()
+    lib.jack_set_error_function(_ignore.address)
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
+    if not client:
+        raise DeviceError(f"no JACK server (jack_client_open status 0x{status.value:x})")
+    return client
+
+
+class ShutdownFlag:
+    """True once the server has shut *client* down; set up before the client is activated."""
+
+    def __init__(self, client: int) -> None:
+        self._flag = np.zeros(1, np.int64)  # written by libjack's thread; alive as long as the client
+        libjack().jack_on_shutdown(client, _raise_flag.address, self._flag.ctypes.data)
+
+    def __bool__(self) -> bool:
+        return bool(self._flag[0])
+
+
+class ServerWatch:
+    """A client with no ports that tells when the JACK server of this process goes away.
+
+    For clients whose own shutdown callback is out of reach (PortAudio's):
+    they die with the same server.
+    """
+
+    def __init__(self) -> None:
+        self.client = open_client(WATCH_CLIENT_NAME)
+        self.gone = ShutdownFlag(self.client)
+
+    def close(self) -> None:
+        if self.client and not self.gone:
+            libjack().jack_client_close(self.client)
+        self.client = 0
+
+
 class JackPath:
     """livehost's own JACK client; its process callback is the native :data:`engine.process`."""
 
@@ -62,10 +131,8 @@ class JackPath:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
         self.lib = libjack()
-        status = ctypes.c_int(0)
-        self.client = self.lib.jack_client_open(CLIENT_NAME.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
-        if not self.client:
-            raise DeviceError(f"no JACK server (jack_client_open status 0x{status.value:x})")
+        self.client = open_client(CLIENT_NAME)
+        self.gone = ShutdownFlag(self.client)
         self.sample_rate = float(self.lib.jack_get_sample_rate(self.client))
         self.ports: dict[str, str] = {}
         self.reconnects = 0
@@ -91,9 +158,29 @@ class JackPath:
         own = self.lib.jack_get_client_name(self.client).decode() + ":"
         return [n for n in out if not n.startswith(own)]
 
-    def open(self, engine: MidiEngine) -> None:
+    def follow(self, old: "JackPath") -> None:
+        """Take over the destinations a client of a lost server had connected: they count as coming back."""
+        self._seen, self.reconnects = set(old._seen), old.reconnects
+
+    @property
+    def lost(self) -> bool:
+        """The server shut this client down; its handle is dead."""
+        return bool(self.gone)
+
+    def open(self, engine: MidiEngine, *, resume: bool = False) -> None:
+        """Play *engine* on this client.
+
+        *resume*: the engine played on a server that went away. It goes on
+        from its next tick at this server's first cycle (receivers get Stop,
+        Song Position and Continue; notes it left sounding get their NoteOff),
+        and ``connect_to`` destinations that are not back yet are connected
+        when they come.
+        """
         self.engine = engine
         s = engine.slots
+        if resume:  # the old server's frame count means nothing here: idle until re-anchored
+            engine.set_run_state(IDLE)
+            s["frame_base"], s["last_cycle"] = 0, 0
         s["client"] = self.client
         self.out_port = self._register(self.settings["output"] or "out", _JACK_PORT_IS_OUTPUT)
         s["out_port"] = self.out_port
@@ -107,7 +194,7 @@ class JackPath:
                          ("fn_event_count", "jack_midi_get_event_count"), ("fn_event_get", "jack_midi_event_get")):
             s[slot] = _address(getattr(self.lib, fn))
         target = self.settings["connect_to"]
-        if target and not [d for d in self._destinations() if target in d]:
+        if target and not resume and not [d for d in self._destinations() if target in d]:
             raise DeviceError(f"no MIDI output port matches {target!r} "
                                    f"(available: {', '.join(self._destinations()) or 'none'})")
         if self.lib.jack_set_process_callback(self.client, engine_module.process.address, engine.address) != 0:
@@ -116,48 +203,62 @@ class JackPath:
             raise DeviceError("jack_activate failed")
         self.check_ports()
         self._wait_cycles(2)  # a new connection takes effect at a cycle boundary: let Start arrive
+        if resume:
+            if s["jump_tick"][0] < 0:  # (unless a locate() is waiting)
+                s["jump_tick"] = s["next_tick"][0]
+            s["release"] = 1
         engine.set_run_state(STARTING)
 
     def _wait_cycles(self, n: int, timeout_s: float = 1.0) -> None:
         """Wait until the process callback has run *n* more times."""
         target = self.engine.get("cycles") + n
-        wait_until(lambda: self.engine.get("cycles") >= target, timeout_s)
+        wait_until(lambda: self.engine.get("cycles") >= target or self.lost, timeout_s)
 
-    def check_ports(self) -> None:
-        """Connect to every ``connect_to`` match; count a known port that came back."""
+    def check_ports(self) -> bool:
+        """Connect to every ``connect_to`` match; count a known port that came back.
+
+        Returns whether every match is connected (and there is one).
+        """
         target = self.settings["connect_to"]
         if not target:
-            return
+            return True
         present = {d for d in self._destinations() if target in d}
+        connected = bool(present)
         for name in present:
             if self.lib.jack_port_connected_to(self.out_port, name.encode()):
                 continue
-            if self.lib.jack_connect(self.client, self.ports["output"].encode(), name.encode()) == 0 \
-                    and name in self._seen:
+            if self.lib.jack_connect(self.client, self.ports["output"].encode(), name.encode()) != 0:
+                connected = False
+            elif name in self._seen:
                 self.reconnects += 1
                 log.info("MIDI port %s is back: reconnected", name)
         self._seen |= present
+        return connected
 
     def stats(self) -> dict[str, Any]:
         return self.engine.frame_stats()
 
     def close(self) -> None:
-        """Let the callback end the notes and send Stop, then leave the graph."""
-        if self.engine is not None and self.engine.get("run_state") in (STARTING, RUNNING):
+        """Let the callback end the notes and send Stop, then leave the graph.
+
+        A client the server shut down is left alone (see the module docstring).
+        """
+        if not self.client:
+            return
+        if self.engine is not None and self.engine.get("run_state") in (STARTING, RUNNING) and not self.lost:
             self.engine.set_run_state(STOPPING)
-            wait_until(lambda: self.engine.get("run_state") == STOPPED, 2.0)
-        self.lib.jack_deactivate(self.client)
-        self.lib.jack_client_close(self.client)
+            wait_until(lambda: self.engine.get("run_state") == STOPPED or self.lost, 2.0)
+        if not self.lost:
+            self.lib.jack_deactivate(self.client)
+            self.lib.jack_client_close(self.client)
+        self.client = 0
 
 
 
 def jack_server_running() -> bool:
     try:
-        lib = libjack()
-    except OSError:
+        client = open_client("livehost-probe")
+    except (OSError, DeviceError):  # no libjack, or no server
         return False
-    status = ctypes.c_int(0)
-    client = lib.jack_client_open(b"livehost-probe", _JACK_NO_START_SERVER, ctypes.byref(status))
-    if client:
-        lib.jack_client_close(client)
-    return bool(client)
+    libjack().jack_client_close(client)
+    return True

@@ -37,7 +37,8 @@ class RtmidiPath:
         self.settings = settings
         self.ports: dict[str, str] = {}
         self.reconnects = 0
-        self._lost = False
+        self.lost = False  # as JackPath.lost: never here (a missing output is retried in check_ports)
+        self._output_missing = False
         self._port_lock = threading.Lock()
         self.backend, self.api = self._backend(settings["backend"])
         self.name = f"rtmidi/{self.api}"
@@ -97,14 +98,14 @@ class RtmidiPath:
         if wanted is None:
             return
         present = any(wanted in n for n in self.backend.get_output_names())
-        if not present and not self._lost:
-            self._lost = True
+        if not present and not self._output_missing:
+            self._output_missing = True
             log.warning("MIDI output %r disappeared; retrying every %.1f s", wanted, RETRY_S)
-        elif present and self._lost:
+        elif present and self._output_missing:
             with self._port_lock:
                 self.out.close()
                 self.out = self._open_output()
-            self._lost = False
+            self._output_missing = False
             self.reconnects += 1
 
     def stats(self) -> dict[str, Any]:

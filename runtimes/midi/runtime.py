@@ -9,6 +9,10 @@ each, All Notes Off on every channel used, then Stop.
   whose process callback is the native engine: events at exact frame offsets.
 * :mod:`.ports` -- elsewhere, mido over python-rtmidi, the engine stepped by a
   clock thread (:mod:`.ticked`).
+
+A JACK server that goes away (or is not there yet at start-up) does not end
+the runtime: it keeps its engine -- program, state, tick count -- and a
+watch thread opens a new client around it when the server is back.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.errors import RuntimeInitError
+from compiler_bridge.abi import acquire_fence
+from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
 from ..base import BaseRuntime, require_kernel
+from ..recovery import Recovery
 from .engine import MidiEngine
 from .jack import JackPath, jack_server_running
 from .ports import RETRY_S, RtmidiPath
@@ -33,7 +39,7 @@ from .ticked import NOMINAL_SAMPLE_RATE
 
 log = logging.getLogger("livehost.runtimes")
 
-WATCH_S = 0.05  # how often the transport's tempo is followed
+WATCH_S = 0.05  # how often the tempo is followed and a lost server looked for
 
 _OPEN: "weakref.WeakSet[MidiRuntime]" = weakref.WeakSet()
 
@@ -62,6 +68,9 @@ class MidiRuntime(BaseRuntime):
         super().__init__(settings, **kwargs)
         self.path: JackPath | RtmidiPath | None = None
         self.engine: MidiEngine | None = None
+        self._held: tuple[Program, np.ndarray] | None = None  # what plays once there is a server
+        self._lost_path: JackPath | None = None  # its client is dead; only its port bookkeeping is used
+        self._recovery = Recovery(self.id)
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
 
@@ -91,8 +100,11 @@ class MidiRuntime(BaseRuntime):
 
     def _open_path(self):
         backend = self.settings["backend"]
-        if backend in ("jack", "native") or backend == "auto" and jack_server_running():
+        waiting = self._recovery.waiting  # for JACK: look for it quietly, not through rtmidi
+        if backend in ("jack", "native") or backend == "auto" and (waiting or jack_server_running()):
             return JackPath(self.settings)
+        if waiting and not jack_server_running():
+            raise DeviceError("no JACK server")
         return RtmidiPath(self.settings)
 
     def _open(self, program: Program, state: np.ndarray) -> None:
@@ -100,48 +112,120 @@ class MidiRuntime(BaseRuntime):
         tempo = self._tempo_for(program)
         if tempo != self.transport.tempo_bpm:
             self.transport.set_tempo(tempo)
-        self.path = self._open_path()
-        sample_rate = self.path.sample_rate if isinstance(self.path, JackPath) else NOMINAL_SAMPLE_RATE
-        self.engine = MidiEngine(self.settings, sample_rate, tempo)
-        self.engine.first(program, state, self.settings)
+        self._held = (program, state)
         try:
-            if isinstance(self.path, JackPath):
-                self.path.open(self.engine)
-            else:
-                self.path.open(self.engine, self.transport, self.clock)
-        except BaseException:
-            self.path.close()
-            raise
+            self._connect()
+        except DeviceError:
+            if self.settings["backend"] == "alsa" or jack_server_running():
+                raise  # a setting to fix, not a server to wait for
+            self._recovery.lose("JACK", "no JACK server")
         _OPEN.add(self)
         self._watch = threading.Thread(target=self._watch_loop, name="livehost-midi-watch", daemon=True)
         self._watch.start()
 
+    def _connect(self) -> None:
+        """Open a path and play on it: the held program, or the engine that played on a lost server."""
+        path = self._open_path()
+        sample_rate = path.sample_rate if isinstance(path, JackPath) else NOMINAL_SAMPLE_RATE
+        resume = self.engine is not None
+        engine = self.engine
+        if engine is None or float(engine.get("sample_rate")) != sample_rate:
+            engine = self._new_engine(sample_rate)
+        if isinstance(path, JackPath) and self._lost_path is not None:
+            path.follow(self._lost_path)
+        try:
+            if isinstance(path, JackPath):
+                path.open(engine, resume=resume)
+            else:
+                path.open(engine, self.transport, self.clock)
+        except BaseException:
+            path.close()
+            raise
+        self.path, self.engine, self._held, self._lost_path = path, engine, None, None
+
+    def _new_engine(self, sample_rate: float) -> MidiEngine:
+        """An engine for *sample_rate*; one that played on another server's rate hands on all it had."""
+        engine = MidiEngine(self.settings, sample_rate, self.transport.tempo_bpm)
+        old = self.engine
+        if old is None:
+            engine.first(*self._held, self.settings)
+            return engine
+        program, state = _playing(old)
+        engine.first(program, state, self.settings)
+        if program is not self.program:  # a swap that had not played yet
+            engine.swap(self.program, self.settings, timeout_s=0.0)
+        for name in ("ticks", "next_tick", "channels_used", "notes_on", "swaps"):
+            engine.slots[name] = old.slots[name]
+        engine.notes[:] = old.notes
+        return engine
+
     def _watch_loop(self) -> None:
-        """Follow the transport's tempo; look for lost ports every RETRY_S."""
-        next_retry = time.monotonic() + RETRY_S
+        """Follow the transport's tempo, look for lost ports, get a lost server back."""
+        next_check = time.monotonic()
         while not self._stop.wait(WATCH_S):
-            self.engine.set_tempo(self.transport.tempo_bpm)
-            if time.monotonic() >= next_retry:
-                next_retry += RETRY_S
-                try:
-                    self.path.check_ports()
-                except Exception:  # a port check must never stop the clock
-                    log.exception("MIDI port check failed")
+            if not self._lock.acquire(blocking=False):
+                continue  # a load or close is under way: look again next time
+            try:
+                if self.closed:
+                    return
+                self._notice_loss()
+                if self._recovery.due():
+                    self._retry()
+                if self.path is None:
+                    continue
+                self.engine.set_tempo(self.transport.tempo_bpm)
+                if time.monotonic() >= next_check:
+                    # a JACK destination not connected yet is looked for at every pass (a look at
+                    # the graph in shared memory), anything else every RETRY_S
+                    connected = self._check_ports()
+                    next_check = time.monotonic() + (0.0 if connected is False else RETRY_S)
+            finally:
+                self._lock.release()
+
+    def _notice_loss(self) -> None:
+        if self.path is not None and self.path.lost:
+            self._lost_path, self.path = self.path, None
+            self._recovery.lose("JACK", "the JACK server went away")
+
+    def _retry(self) -> None:
+        try:
+            self._connect()
+        except (DeviceError, RuntimeInitError) as exc:
+            self._recovery.failed(str(exc))
+        else:
+            self._recovery.resumed()
+
+    def _check_ports(self) -> bool | None:
+        try:
+            return self.path.check_ports()
+        except Exception:  # a port check must never stop the clock
+            log.exception("MIDI port check failed")
+            return None
 
     def _tick_s(self) -> float:
         return 60.0 / (self.transport.tempo_bpm * self.settings["ppqn"])
 
     def _load(self, program: Program) -> None:
         require_kernel(program, "midi")
+        self._notice_loss()  # (before the watch thread saw it)
         if self.settings["tempo_bpm"] is None and program.tempo_bpm != self.transport.tempo_bpm:
             self.set_tempo(program.tempo_bpm)
-        if not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5):
+        if self.engine is None:  # no server yet: it plays from the carried state when there is one
+            old_program, old_state = self._held
+            self._held = (program, program.layout.carry(old_program.layout, old_state))
+        elif self.path is None:
+            self.engine.swap(program, self.settings, timeout_s=0.0)  # taken at the first tick on the new server
+        elif not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5):
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
+            return
+        if self._recovery.waiting:
+            log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
 
     def set_tempo(self, tempo_bpm: float) -> None:
         """Change tempo; the next tick comes one new period after the last."""
         self.transport.set_tempo(tempo_bpm)
-        self.engine.set_tempo(tempo_bpm)
+        if self.engine is not None:
+            self.engine.set_tempo(tempo_bpm)
 
     def locate(self, beat: float) -> None:
         """Jump to *beat* (rounded down to a sixteenth) at the next tick.
@@ -151,7 +235,10 @@ class MidiRuntime(BaseRuntime):
         """
         ppqn = self.settings["ppqn"]
         step = ppqn // 4
-        self.engine.locate(int(beat * ppqn) // step * step)
+        with self._lock:
+            if self.engine is None:
+                raise RuntimeInitError("midi: locate() before the runtime has a server to play on")
+            self.engine.locate(int(beat * ppqn) // step * step)
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
         if self.engine is None:
@@ -161,18 +248,36 @@ class MidiRuntime(BaseRuntime):
             self.set_tempo(float(settings["tempo_bpm"]))
 
     def _snapshot(self) -> np.ndarray:
-        return self.engine.state()
+        if self.engine is None:
+            return self._held[1].copy()
+        program, state = _playing(self.engine)
+        if program is self.program:
+            return state
+        return self.program.layout.carry(program.layout, state)  # a swap still waits for a tick
 
     def _stats(self) -> dict[str, Any]:
-        if self.path is None or self.engine is None:
-            return {}
-        return {"backend": self.path.name, **self.engine.stats(), **self.path.stats(),
-                "reconnects": self.path.reconnects}
+        stats = self._recovery.stats()
+        if self.engine is not None:
+            stats.update(self.engine.stats())
+        if self.path is not None:
+            stats.update(backend=self.path.name, **self.path.stats(), reconnects=self.path.reconnects)
+        return stats
+
+    def close(self) -> None:
+        self._stop.set()  # the watch thread ends at once, also while it waits for the server
+        super().close()
 
     def _close(self) -> None:
-        self._stop.set()
         if self._watch is not None:
             self._watch.join()
         if self.path is not None:
             self.path.close()
         _OPEN.discard(self)
+
+
+def _playing(engine: MidiEngine) -> tuple[Program, np.ndarray]:
+    """The program *engine* plays and a copy of its state."""
+    playing = engine.get("program")
+    acquire_fence()  # what the native side wrote before it took the program is visible
+    block = next(b for b in engine.blocks if b.address == playing)
+    return block.program, block.state.copy()
