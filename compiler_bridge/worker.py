@@ -52,6 +52,7 @@ class CompileWorker:
         self.timeout_s = timeout_s
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self.restarts = 0
 
     def start(self) -> "CompileWorker":
@@ -92,17 +93,30 @@ class CompileWorker:
             self._proc = None
 
     def compile(self, project_dir: Path) -> CompileResult:
-        """Compile *project_dir* in the worker; never raises for a bad project."""
+        """Compile *project_dir* in the worker (started on first use); never raises for a bad project.
+
+        A compile cut short by :meth:`close` returns a failed result and writes no error.
+        """
         project_dir = Path(project_dir).resolve()
         t0 = time.perf_counter()
         with self._lock:
-            self._ensure()
+            if self._closed.is_set():
+                return CompileResult(False, None, _stopped(project_dir), 0.0)
+            try:
+                self._ensure()
+            except OSError as exc:
+                error = _stopped(project_dir) if self._closed.is_set() else PatchError(
+                    str(project_dir / PATCH_NAME), None, f"cannot compile: {exc}").to_json()
+                return CompileResult(False, None, error, time.perf_counter() - t0)
             try:
                 self._proc.stdin.write(json.dumps({"project": str(project_dir)}) + "\n")
                 self._proc.stdin.flush()
                 line = self._read_line(self.timeout_s)
             except BrokenPipeError:
                 line = ""
+            if not line and self._closed.is_set():
+                self._kill()
+                return CompileResult(False, None, _stopped(project_dir), time.perf_counter() - t0)
             if not line:
                 code = self._proc.wait() if line == "" else None
                 self._kill()
@@ -116,23 +130,32 @@ class CompileWorker:
         return CompileResult(reply["ok"], reply.get("compiled"), reply.get("error"), time.perf_counter() - t0)
 
     def close(self) -> None:
-        with self._lock:
-            if self._proc is None:
-                return
-            self._proc.stdin.close()
+        """End the worker; a compile under way is not waited for, so shutdown stays quick."""
+        self._closed.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
             try:
-                self._proc.wait(CLOSE_WAIT_S)  # a compile under way is not waited for: shutdown stays quick
+                proc.stdin.close()
+            except (OSError, ValueError):  # a compile thread is writing: it is ended all the same
+                pass
+            try:
+                proc.wait(CLOSE_WAIT_S)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc.stdout.close()
-            self._proc = None
+                proc.kill()
+                proc.wait()
+        with self._lock:  # a compile thread, if any, has seen the end by now
+            if self._proc is not None:
+                self._kill()
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stopped(project_dir: Path) -> dict:
+    return PatchError(str(project_dir / PATCH_NAME), None, "compile stopped: livehost is shutting down").to_json()
 
 
 def _warm(modules: list[str]) -> None:
@@ -145,6 +168,42 @@ def _warm(modules: list[str]) -> None:
     for module in ("compiler_bridge.abi", "compiler_bridge.api", *modules):  # cfuncs compile (or load) at import
         importlib.import_module(module)
     numba.njit(lambda x: x + 1)(np.float64(1.0))  # first compile pays LLVM's start-up
+    _compile_once_here()
+
+
+WARM_PATCH = """import math
+from compiler_bridge.api import note_off, note_on
+
+class State:
+    phase = 0.0
+    step = 0
+
+def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.1 * math.sin(s.phase)
+        s.phase = (s.phase + 0.01) % (2.0 * math.pi)
+
+def midi(s, ctx, ev):
+    if ctx.tick % 6 == 0:
+        note_on(ev, 60, 90)
+    elif ctx.tick % 6 == 3:
+        note_off(ev, 60)
+"""
+
+
+def _compile_once_here() -> None:
+    """Compile a small patch in this process: each compile runs in a child forked
+    from here, and starts from the typing and code-generation state it leaves."""
+    import tempfile
+
+    from .compile import _compile
+    from .config import CONFIG_NAME
+
+    with tempfile.TemporaryDirectory(prefix="livehost-warm-") as folder:
+        project = Path(folder)
+        (project / CONFIG_NAME).write_text('[[runtime_settings]]\nruntime = "audio"\n')
+        (project / PATCH_NAME).write_text(WARM_PATCH)
+        _compile(project)
 
 
 def main() -> None:

@@ -146,6 +146,10 @@ def cmd_render(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.headless and args.supervised is None:
+        from .supervisor import supervise
+
+        return supervise(_child_args(args))
     from compiler_bridge.watch import DebouncedWatcher
     from compiler_bridge.worker import CompileWorker
 
@@ -153,26 +157,88 @@ def cmd_run(args) -> int:
     from .status import status_line
 
     project = _project(args.project)
-    with CompileWorker(warm=ENGINE_MODULES) as worker:
-        def recompile(_changed=None) -> None:
-            result = worker.compile(project)
-            if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
-                log.info("Compiled %s in %.2f s", result.compiled["source_hash"], result.seconds)
-                for warning in result.compiled["warnings"]:
-                    log.warning("%s", warning)
+    beats = _Beats(args.supervised)
+    worker = CompileWorker(warm=ENGINE_MODULES)  # starts with the first compile
 
-        # Watch before the first compile, so that a save during start-up is not missed.
+    def recompile(_changed=None) -> None:
+        result = worker.compile(project)
+        if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
+            log.info("Compiled %s in %.2f s", result.compiled["source_hash"], result.seconds)
+            for warning in result.compiled["warnings"]:
+                log.warning("%s", warning)
+
+    first = threading.Thread(target=recompile, name="livehost-first-compile")
+    try:
+        # Watch before the first compile, so that a save during start-up is not missed; the host
+        # plays the last good build at once (a restart resumes quickly) while the first compile runs.
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
-            recompile()
-            with Host(project, runtime=args.runtime, restore_state=True) as host:
+            first.start()
+            with Host(project, runtime=args.runtime, restore_state=True,
+                      quarantine=tuple(args.quarantine)) as host:
+                beats.host = host
                 show = None if args.headless or not sys.stderr.isatty() else (
                     lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
                 _wait_for_stop(args.duration, tick=show)
                 if show:
                     print(file=sys.stderr)
+                beats.host = None
                 final = host.status()
+    finally:
+        worker.close()
+        if first.is_alive():
+            first.join()
+        beats.stop()
     log.info("Stopped: %s", status_line(final))
     return 0
+
+
+def _child_args(args) -> list[str]:
+    """The command line of the supervised ``livehost run`` child."""
+    child = ["--log-format", args.log_format, *(["--verbose"] if args.verbose else []), "run", args.project,
+             "--headless"]
+    if args.runtime:
+        child += ["--runtime", args.runtime]
+    if args.duration is not None:
+        child += ["--duration", str(args.duration)]
+    return child
+
+
+class _Beats:
+    """Under a supervisor: a heartbeat while the engine makes progress, and a state
+    snapshot every few seconds, from a thread of their own."""
+
+    SNAPSHOT_EVERY_S = 3.0
+
+    def __init__(self, fd: int | None) -> None:
+        self.host = None
+        self._stop = threading.Event()
+        self._thread = None
+        if fd is not None:
+            from .supervisor import HEARTBEAT_S, Heartbeat
+
+            self._heartbeat, self._period_s = Heartbeat(fd), HEARTBEAT_S
+            self._thread = threading.Thread(target=self._run, name="livehost-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        last, next_snapshot = None, time.monotonic() + self.SNAPSHOT_EVERY_S
+        while not self._stop.wait(self._period_s):
+            host = self.host
+            progress = host.progress() if host is not None else None
+            if progress is not None and progress == last:
+                continue  # the engine stalled: the supervisor hears nothing and ends this process
+            last = progress
+            status = host.status() if host is not None else {}
+            self._heartbeat.beat(status.get("program"))
+            if host is not None and progress is not None and time.monotonic() >= next_snapshot:
+                host.save_state()
+                next_snapshot = time.monotonic() + self.SNAPSHOT_EVERY_S
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._heartbeat.close()
 
 
 def cmd_devices(args) -> int:
@@ -245,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("--runtime", help="runtime id to use instead of selected_runtime")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--headless", action="store_true", help="no status line, log lines only")
+    p.add_argument("--headless", action="store_true",
+                   help="no status line, log lines only; runs under a supervisor that restarts a crashed or hung host")
+    p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe
+    p.add_argument("--quarantine", action="append", default=[], help=argparse.SUPPRESS)  # source hashes not to play
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("devices", help="list audio devices and MIDI ports")
     p.set_defaults(fn=cmd_devices)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir
+from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, write_json_atomic
 from compiler_bridge.errors import CompiledConfigError, HostError
-from compiler_bridge.program import Program, read_compiled
+from compiler_bridge.program import Program, on_disk, read_compiled
 from compiler_bridge.state import load_snapshot, save_snapshot
 from compiler_bridge.watch import DebouncedWatcher
 from runtimes.base import Runtime
@@ -30,6 +30,8 @@ from runtimes.registry import Registry, RegistryEntry, default_registry
 log = logging.getLogger("livehost.host")
 
 SNAPSHOT_NAME = "state.npz"
+PREVIOUS_NAME = "previous.json"  # the compiled config that played before the one playing now
+RUNNING_NAME = "running"  # exists while a live run plays: found at start, the last run did not end cleanly
 # What a runtime raises when its device or program fails: livehost's own errors, or the OS's.
 _RUNTIME_FAILURES = (HostError, OSError)
 
@@ -50,11 +52,14 @@ class Host:
         clean exit; renders and tests start from the patch's defaults.
     watch : bool
         Watch ``.livehost/`` for new compiled configs (debounced).
+    quarantine : sequence of str
+        Source hashes not to play (they crashed or hung the engine): the
+        program before such a one plays instead.
     """
 
     def __init__(self, project_dir: Path, *, registry: Registry | None = None, runtime: str | None = None,
                  clock: Clock | None = None, restore_state: bool = False, watch: bool = True,
-                 debounce_s: float = 0.05) -> None:
+                 debounce_s: float = 0.05, quarantine: tuple[str, ...] = ()) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.registry = registry or default_registry()
         self.runtime_override = runtime
@@ -64,6 +69,9 @@ class Host:
         self.runtime: Runtime | None = None
         self.settings: dict[str, Any] | None = None
         self.last_error: dict | None = None
+        self.quarantine = set(quarantine)
+        self.unclean_start = False  # a live run found that the last one did not end cleanly
+        self._compiled: dict | None = None  # what plays now
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -77,6 +85,11 @@ class Host:
     # --- lifecycle ---
 
     def start(self) -> "Host":
+        if self.restore_state:
+            marker = livehost_dir(self.project_dir) / RUNNING_NAME
+            self.unclean_start = marker.exists()
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
         self._thread.start()
         if self._watcher:
             self._watcher.start()
@@ -99,6 +112,8 @@ class Host:
             self._thread.join()
         with self._lock:
             self._destroy(save=self.restore_state)
+        if self.restore_state:
+            (livehost_dir(self.project_dir) / RUNNING_NAME).unlink(missing_ok=True)
 
     def __enter__(self) -> "Host":
         return self.start()
@@ -131,7 +146,25 @@ class Host:
         except CompiledConfigError as exc:  # the last good program keeps playing
             log.error("Ignoring unreadable compiled config %s", exc)
             return
+        if compiled["source_hash"] in self.quarantine:
+            compiled = self._instead_of_quarantined(compiled["source_hash"])
+            if compiled is None:
+                return
         self.request(compiled)
+
+    def _instead_of_quarantined(self, digest: str) -> dict | None:
+        """The program that played before *digest*, unless it is quarantined too."""
+        try:
+            previous = read_compiled(livehost_dir(self.project_dir) / PREVIOUS_NAME)
+        except CompiledConfigError:
+            previous = None
+        if previous is None or previous["source_hash"] in self.quarantine:
+            log.error("Program %s is quarantined (it crashed or hung the engine) and no program before it "
+                      "can play: waiting for the next save", digest)
+            return None
+        log.error("Program %s is quarantined (it crashed or hung the engine): playing %s, the one before it",
+                  digest, previous["source_hash"])
+        return previous
 
     def _read_error(self) -> None:
         try:
@@ -163,6 +196,12 @@ class Host:
     # --- selection, swap, destroy/create (always under self._lock) ---
 
     def _apply(self, compiled: dict) -> None:
+        playing = self._compiled
+        if (playing is not None and self.runtime is not None and self.runtime.program is not None
+                and self.runtime.program.source_hash == compiled["source_hash"] == playing["source_hash"]
+                and compiled["config"] == playing["config"]):
+            log.info("Program %s already plays", compiled["source_hash"])  # e.g. the first compile of a restart
+            return
         selected = self._select(compiled)
         if selected is None:
             return
@@ -179,6 +218,17 @@ class Host:
             self._swap(settings, program, old_tempo_bpm)
         else:
             self._recreate(entry, settings, program, old_tempo_bpm)
+        if self.runtime is not None and self.runtime.program is program:
+            self._played(compiled)
+
+    def _played(self, compiled: dict) -> None:
+        """*compiled* plays now: the one before it is where a quarantine goes back to."""
+        if self._compiled is not None and self._compiled["source_hash"] != compiled["source_hash"]:
+            try:
+                write_json_atomic(livehost_dir(self.project_dir) / PREVIOUS_NAME, on_disk(self._compiled))
+            except OSError as exc:
+                log.warning("Could not keep the previous program: %s", exc)
+        self._compiled = compiled
 
     def _select(self, compiled: dict) -> tuple[RegistryEntry, dict[str, Any]] | None:
         """Return the registry entry to run and its resolved settings; None keeps what plays.
@@ -257,6 +307,8 @@ class Host:
         runtime = None
         try:
             runtime = entry.factory(settings, transport=self.transport, clock=self.clock)
+            if self.unclean_start:  # notes the last run left on in external gear are ended first
+                runtime.panic_on_start = True
             runtime.start(program, state)
         except _RUNTIME_FAILURES as exc:
             log.error("Failed to initialize runtime: %s: %s", entry.id, exc)
@@ -264,6 +316,7 @@ class Host:
             log.exception("Failed to initialize runtime: %s: %s", entry.id, exc)
         else:
             self.runtime, self.settings = runtime, settings
+            self.unclean_start = False  # ended once is enough
             log.info("Successfully initialized runtime: %s", entry.id)
             return True
         if runtime is not None:
@@ -303,6 +356,30 @@ class Host:
         except Exception as exc:
             log.warning("Could not save state snapshot: %s", exc)
 
+    def save_state(self) -> None:
+        """Snapshot the playing state now (a live run does so every few seconds, so a crash loses little)."""
+        if not self.restore_state or not self._lock.acquire(timeout=0.1):  # busy swapping: next time
+            return
+        try:
+            if self.runtime is not None:
+                self._save_state(self.runtime)
+        finally:
+            self._lock.release()
+
+    def progress(self) -> int | None:
+        """A count that grows while the engine completes blocks or ticks; None when
+        nothing is expected to (nothing plays, or the runtime waits for its device)."""
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        stats = runtime.stats()
+        if stats.get("recovery"):
+            return None
+        for key in ("callbacks", "ticks"):  # audio; midi and logic (offline renders and is done)
+            if key in stats:
+                return int(stats[key])
+        return None
+
     # --- reporting ---
 
     def status(self) -> dict[str, Any]:
@@ -313,4 +390,5 @@ class Host:
                 "stats": stats,
                 "recovery": stats.get("recovery"),  # e.g. "waiting for JACK (3 s)" after a lost server
                 "program": runtime.program.source_hash if runtime and runtime.program else None,
+                "quarantined": sorted(self.quarantine),
                 "last_error": self.last_error}

@@ -57,6 +57,7 @@ class BaseRuntime:
     """
 
     id = "base"
+    panic_on_start = False  # set before start(): end notes a previous run may have left on (MIDI out)
 
     def __init__(self, settings: dict[str, Any], *, transport: Transport | None = None,
                  clock: Clock | None = None) -> None:

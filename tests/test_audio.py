@@ -27,7 +27,7 @@ from compiler_bridge.compile import compile_project
 from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 from compiler_bridge.settings import AUDIO
-from runtimes.audio.engine import NativeEngine, audio_callback
+from runtimes.audio.engine import NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
 from helpers import CaptureProcess, our_ports, portaudio_client_name, wait_for
 
@@ -154,9 +154,15 @@ class State:
 
 
 def audio(s, ctx, inp, out):
+    slow = 0.0
+    if s.mode == 4:  # far longer than a 64-frame block
+        for k in range(400_000):
+            slow += math.sin(k * 1e-3)
     for i in range(out.shape[0]):
         for c in range(out.shape[1]):
-            if s.mode == 1:
+            if s.mode == 4:
+                out[i, c] = s.level + slow * 1e-30
+            elif s.mode == 1:
                 out[i, c] = math.nan
             elif s.mode == 3:
                 raise ValueError("mode 3")
@@ -177,7 +183,7 @@ def loop_program(tmp_path_factory) -> Program:
 
 @pytest.fixture(scope="session")
 def dc_programs(tmp_path_factory) -> dict[float, Program]:
-    """Constant-output programs at levels 0.25, 0.75 and 1.0 (``mode`` 1: NaN, 2: 2.0, 3: raises)."""
+    """Constant-output programs at levels 0.25, 0.75 and 1.0 (``mode`` 1: NaN, 2: 2.0, 3: raises, 4: slow)."""
     root = tmp_path_factory.mktemp("dc")
     return {level: Program.from_compiled(compile_project(
         _write_project(root, f"dc{int(level * 100)}", "", DC_PATCH.format(level=level))))
@@ -244,7 +250,7 @@ def test_crossfade_is_linear_equal_gain_and_restarts_from_the_current_mix(dc_pro
     stats = engine.stats()
     assert stats["swaps"] == 2 and stats["blocks"] == 9
     engine.release_finished()
-    assert set(engine.pending) == {3}  # only the newest program is still held
+    assert set(engine.pending) == {2, 3}  # the newest program, and the one before it for the watchdog
 
 
 def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
@@ -278,6 +284,46 @@ def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs)
     fresh = dc_programs[0.75]
     engine.request_swap(fresh, fresh.new_state(), np.zeros((0, 3), np.int64))  # the next save plays again
     assert (_play(engine, 2) == 0.75).all()
+
+
+def test_the_watchdog_falls_back_to_the_program_before_after_a_run_of_nan_blocks(dc_programs):
+    a, b = dc_programs[0.25], dc_programs[0.75]
+    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
+    engine.request_swap(a, a.new_state(), np.zeros((0, 3), np.int64))
+    assert (_play(engine, 2) == 0.25).all()
+    engine.request_swap(b, b.new_state(), b.layout.carry_table(a.layout))
+    assert (_play(engine, 2) == 0.75).all()
+    engine.controls.push(*b.layout.target("mode"), 1)  # b now writes NaN
+    x = _play(engine, NAN_RUN_LIMIT + 3)
+    assert (x[: NAN_RUN_LIMIT * 64] == 0.0).all()  # sanitised, for exactly the watchdog's run
+    assert (x[NAN_RUN_LIMIT * 64:] == 0.25).all()  # then a again, from the next block
+    assert engine.fault() == (1, "nan", b, a) and engine.newest()[0] is a
+    engine.request_swap(dc_programs[1.0], dc_programs[1.0].new_state(), np.zeros((0, 3), np.int64))
+    assert (_play(engine, 2) == 1.0).all()  # the next save plays as usual
+
+
+def test_the_watchdog_falls_back_after_sustained_overruns_and_to_silence_without_a_program_before(dc_programs):
+    a, b = dc_programs[0.25], dc_programs[0.75]
+    engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
+    engine.request_swap(a, a.new_state(), np.zeros((0, 3), np.int64))
+    _play(engine, 1)
+    engine.request_swap(b, b.new_state(), b.layout.carry_table(a.layout))
+    _play(engine, 1)
+    engine.controls.push(*b.layout.target("mode"), 4)  # b now takes longer than each block
+    blocks = 0
+    while engine.fault()[0] == 0 and blocks < 20 * SLOW_RUN_LIMIT:
+        _play(engine, 1)
+        blocks += 1
+    assert blocks >= SLOW_RUN_LIMIT and engine.fault() == (1, "slow", b, a)
+    assert (_play(engine, 2) == 0.25).all()
+
+    alone = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
+    alone.request_swap(b, b.new_state(), np.zeros((0, 3), np.int64))
+    alone.controls.push(*b.layout.target("mode"), 1)
+    _play(alone, NAN_RUN_LIMIT + 1)
+    assert alone.fault() == (1, "nan", b, None)
+    alone.controls.push(*b.layout.target("mode"), 0)  # even healthy again, it stays muted until a save
+    assert (_play(alone, 2) == 0.0).all()
 
 
 def test_block_longer_than_scratch_is_rendered_in_chunks(dc_programs):

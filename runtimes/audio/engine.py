@@ -56,6 +56,9 @@ MAX_BLOCK_FRAMES = 4096  # scratch size; longer host buffers are rendered in chu
 HIST_BINS = 50_000  # callback durations in 1 us bins; the last bin holds longer ones
 CLOCK_MONOTONIC = 1  # Linux clockid_t of the clock behind time.monotonic_ns
 PA_CONTINUE = 0
+NAN_RUN_LIMIT = 8  # blocks in a row of NaN/inf from the newest program before the watchdog steps in
+SLOW_RUN_LIMIT = 64  # blocks in a row over the block's time (about a third of a second at 256 frames)
+FAULT_NAN, FAULT_SLOW = 1, 2
 # paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow
 PA_XRUN_FLAGS = 0x1 | 0x2 | 0x4 | 0x8
 
@@ -86,6 +89,10 @@ SLOTS_DTYPE = np.dtype(
         ("swap_table", "i8"),  # address: int64 (rows, 3) carry table from the newest state
         ("swap_rows", "i8"),
         ("swap_tag", "i8"),  # the new program's layout tag (state writes addressed to it wait for it)
+        ("swap_src_tag", "i8"),  # the layout the carry table reads from: no carry from another
+        # the program to fall back to if the new one faults (the one playing when the swap was asked)
+        ("swap_fb_seq", "i8"), ("swap_fb_kernel", "i8"), ("swap_fb_state", "i8"), ("swap_fb_bytes", "i8"),
+        ("swap_fb_tag", "i8"),
         ("close_seq", "i8"),
         ("snap_seq", "i8"),
         ("snap_dst", "i8"),  # address to copy the newest state into
@@ -115,6 +122,14 @@ SLOTS_DTYPE = np.dtype(
         ("xruns_flagged", "i8"),  # PortAudio status flags said so
         ("xruns_late", "i8"),  # callback overran its block or started > 2 blocks late
         ("overruns", "i8"),  # callback took longer than its block: our own fault, not the graph's
+        # --- the watchdog (the callback writes) ---
+        ("fb_seq", "i8"), ("fb_kernel", "i8"), ("fb_state", "i8"), ("fb_bytes", "i8"), ("fb_tag", "i8"),
+        ("bad_run", "i8"),  # blocks in a row the newest program wrote NaN/inf
+        ("slow_run", "i8"),  # blocks in a row its kernel took longer than the block
+        ("faults", "i8"),  # times the watchdog replaced the newest program
+        ("fault_kind", "i8"),  # of the last: FAULT_NAN or FAULT_SLOW
+        ("fault_seq", "i8"),  # the swap that started the program that faulted
+        ("fault_to_seq", "i8"),  # what plays instead: the fallback's swap, or 0 for silence
         ("nan_blocks", "i8"),
         ("clipped_samples", "i8"),
         ("swaps", "i8"),
@@ -197,7 +212,7 @@ def _take_swap(s):
     v = _free_voice(s)
     if v < 0:
         return False
-    if s.newest >= 0 and s.swap_rows > 0:
+    if s.newest >= 0 and s.swap_rows > 0 and s.v_tag[s.newest] == s.swap_src_tag:
         src = carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8)
         dst = carray(as_voidptr(s.swap_state), s.swap_bytes, np.uint8)
         carry_state(src, dst, carray(as_voidptr(s.swap_table), (s.swap_rows, 3), np.int64))
@@ -216,9 +231,39 @@ def _take_swap(s):
     s.v_left[v] = fade
     s.v_active[v] = 1
     s.newest = v
+    s.bad_run = s.slow_run = 0
+    s.fb_seq, s.fb_kernel, s.fb_state = s.swap_fb_seq, s.swap_fb_kernel, s.swap_fb_state
+    s.fb_bytes, s.fb_tag = s.swap_fb_bytes, s.swap_fb_tag
     release_fence()
     s.swap_ack = req
     return True
+
+
+@_jit
+def _fall_back(s, kind):
+    """The newest program faulted: fade to the fallback program (its own state), else to silence."""
+    bad = s.newest
+    s.faults += 1
+    s.fault_kind = kind
+    s.fault_seq = s.v_seq[bad]
+    s.bad_run = s.slow_run = 0
+    v = _free_voice(s)
+    if s.fb_kernel == 0 or s.fb_seq == s.v_seq[bad] or v < 0:
+        s.v_kernel[bad] = 0  # silent until the next swap
+        s.fault_to_seq = 0
+        return
+    _fade_all_out(s, s.fade_frames)
+    fade = s.fade_frames
+    s.v_kernel[v], s.v_state[v], s.v_bytes[v], s.v_tag[v] = s.fb_kernel, s.fb_state, s.fb_bytes, s.fb_tag
+    s.v_seq[v] = s.fb_seq
+    s.v_target[v] = 1.0
+    s.v_gain[v] = 0.0 if fade > 0 else 1.0
+    s.v_step[v] = 1.0 / fade if fade > 0 else 0.0
+    s.v_left[v] = fade
+    s.v_active[v] = 1
+    s.newest = v
+    s.fault_to_seq = s.fb_seq
+    s.fb_kernel = 0  # once: a fallback that faults too falls silent
 
 
 @_jit
@@ -293,6 +338,9 @@ def _run_voice(s, slots_address, u, in_address, frames):
         s.v_kernel[u] = 0
         buf[:] = 0.0
         return True
+    if u == s.newest:
+        slow = (_now_ns(s, slots_address) - t0) * s.sample_rate > frames * 1e9
+        s.slow_run = s.slow_run + 1 if slow else 0
     return not _sanitise(buf, frames * width)
 
 
@@ -337,10 +385,15 @@ def _render(s, slots_address, in_address, out_address, frames, start_ns):
     finite = True
     for u in range(MAX_VOICES):
         if s.v_active[u]:
-            finite &= _run_voice(s, slots_address, u, in_address, frames)
+            ok = _run_voice(s, slots_address, u, in_address, frames)
+            if u == s.newest:
+                s.bad_run = 0 if ok else s.bad_run + 1
+            finite &= ok
             _mix_voice(s, u, out, frames)
     if not finite:
         s.nan_blocks += 1
+    if s.newest >= 0 and (s.bad_run >= NAN_RUN_LIMIT or s.slow_run >= SLOW_RUN_LIMIT):
+        _fall_back(s, FAULT_NAN if s.bad_run >= NAN_RUN_LIMIT else FAULT_SLOW)
     s.clipped_samples += _clip(out, frames * s.channels_out)
     if s.closing and not _playing(s):
         release_fence()
@@ -457,6 +510,7 @@ class NativeEngine:
         self.controls = ControlRing()
         self.pending: dict[int, tuple[Program, np.ndarray, np.ndarray]] = {}  # seq -> what it points at
         self.snapshot_dst: np.ndarray | None = None
+        self.fallback = 0  # the swap whose program the watchdog may fall back to (kept alive)
         prefault(self.slots, self.scratch, self.silence_in, self.ctx, self.events, self.hist,
                  self.controls.header, self.controls.records)
         s = self.slots[0]
@@ -510,6 +564,12 @@ class NativeEngine:
         s = self.slots[0]
         table = np.ascontiguousarray(table, np.int64).reshape(-1, 3)
         prefault(state)
+        newest = self.newest()
+        if newest is not None:  # the watchdog's way back if the new program faults
+            self.fallback = self._playing_seq()
+            s["swap_fb_seq"], s["swap_fb_kernel"] = self.fallback, newest[0].kernels["audio"]
+            s["swap_fb_state"], s["swap_fb_bytes"] = newest[1].ctypes.data, newest[1].nbytes
+            s["swap_fb_tag"] = s["swap_src_tag"] = newest[0].layout.tag
         self.pending[int(s["swap_seq"]) + 1] = (program, state, table)  # alive while the callback may read them
         s["swap_kernel"] = program.kernels["audio"]
         s["swap_state"], s["swap_bytes"] = state.ctypes.data, state.nbytes
@@ -538,13 +598,30 @@ class NativeEngine:
         acked = int(s["swap_ack"])
         acquire_fence()
         playing = {int(q) for q, a in zip(s["v_seq"], s["v_active"]) if a}
-        for seq in [q for q in self.pending if q < acked and q not in playing]:
+        for seq in [q for q in self.pending if q < acked and q not in playing and q != self.fallback]:
             del self.pending[seq]
 
+    def _playing_seq(self) -> int:
+        s = self.slots[0]
+        acked = int(s["swap_ack"])
+        acquire_fence()
+        newest = int(s["newest"])
+        return int(s["v_seq"][newest]) if newest >= 0 else acked
+
     def newest(self) -> tuple[Program, np.ndarray] | None:
-        """The newest acknowledged program and its state, or None."""
-        acked = int(self.slots[0]["swap_ack"])
-        return self.pending[acked][:2] if acked in self.pending else None
+        """The program the callback plays (the newest one, or the watchdog's fallback) and its state."""
+        seq = self._playing_seq()
+        return self.pending[seq][:2] if seq in self.pending else None
+
+    def fault(self) -> tuple[int, str, Program | None, Program | None]:
+        """The watchdog's count of faults, and the last one: its kind, the program
+        that faulted and the program playing instead (None: silence)."""
+        s = self.slots[0]
+        count = int(s["faults"])
+        acquire_fence()
+        kind = {FAULT_NAN: "nan", FAULT_SLOW: "slow"}.get(int(s["fault_kind"]), "")
+        bad, instead = (self.pending.get(int(s[k]), (None,))[0] for k in ("fault_seq", "fault_to_seq"))
+        return count, kind, bad, instead
 
     def render(self, out: np.ndarray, at_ns: int) -> None:
         """Play ``out.shape[0]`` frames into *out* (float32, frames x channels_out) offline."""
@@ -560,8 +637,9 @@ class NativeEngine:
         def percentile_us(p: float) -> float:
             return float(np.searchsorted(cumulative, p * total) + 0.5) if total else 0.0
 
-        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "overruns", "nan_blocks", "clipped_samples",
-                "swaps", "kernel_errors", "writes_applied", "writes_dropped", "frames", "kernel_ns")
+        keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "overruns", "nan_blocks",
+                "clipped_samples", "swaps", "kernel_errors", "faults", "writes_applied", "writes_dropped", "frames",
+                "kernel_ns")
         out = {k: int(s[k]) for k in keys}
         out.update(callback_p50_us=percentile_us(0.5), callback_p99_us=percentile_us(0.99),
                    callback_max_us=int(s["callback_max_ns"]) / 1000.0, block_frames=int(s["last_frames"]))

@@ -447,8 +447,15 @@ class AudioRuntime(BaseRuntime):
     # --- a lost device ---
 
     def _watch_loop(self) -> None:
-        """Notice a lost device within a few blocks; get it back (never waiting for the lock)."""
+        """Notice a lost device within a few blocks; get it back.
+
+        close() joins this thread before it closes the stream, so looking at
+        the stream needs no lock; acting on it takes the lock, never waiting for it.
+        """
         while not self._stop.wait(WATCH_S):
+            stream = self._stream
+            if not (stream is not None and self._lost(stream) or self._recovery.due()):
+                continue
             if not self._lock.acquire(blocking=False):
                 continue  # a load or close is under way: look again next time
             try:

@@ -80,6 +80,7 @@ SLOTS_DTYPE = np.dtype(
         ("beat_origin", "f8"),  # the transport's beat at tick 0
         ("jump_tick", "i8"),  # -1, or the tick to continue from at the next tick (Song Position Pointer)
         ("release", "i8"),  # 1: end the sounding notes at the next tick (the channel setting changed)
+        ("panic", "i8"),  # 1: All Notes Off on every channel before Start (a previous run may have left notes on)
         # counters read by stats()
         ("ticks", "i8"), ("late_ticks", "i8"), ("max_late_frames", "i8"), ("drift_frames", "f8"),
         ("events_out", "i8"), ("events_in", "i8"), ("notes_on", "i8"), ("channels_used", "i8"),
@@ -316,6 +317,9 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
         sl.release = 0
         _release_notes(sl, out_buffer, offset)
     _swap_if_pending(sl, out_buffer, offset)
+    if sl.ticks == 0 and sl.panic != 0:
+        for ch in range(16):
+            _write(sl, out_buffer, offset, 0xB0 | ch, 123, 0)
     if sl.ticks == 0 and sl.send_transport != 0:
         _write(sl, out_buffer, offset, 0xFA, 0, 0)
     if sl.send_clock != 0 and tick % sl.clock_div == 0:

@@ -167,19 +167,17 @@ class JackPath:
         """The server shut this client down; its handle is dead."""
         return bool(self.gone)
 
-    def open(self, engine: MidiEngine, *, resume: bool = False) -> None:
-        """Play *engine* on this client.
+    def open(self, engine: MidiEngine, *, resume: bool = False, require_destination: bool = True) -> None:
+        """Register the ports and join the graph; *engine* idles until :meth:`start`.
 
-        *resume*: the engine played on a server that went away. It goes on
-        from its next tick at this server's first cycle (receivers get Stop,
-        Song Position and Continue; notes it left sounding get their NoteOff),
-        and ``connect_to`` destinations that are not back yet are connected
-        when they come.
+        *resume*: the engine played on a server that went away (see
+        :meth:`start`). Without *require_destination*, ``connect_to``
+        destinations that are not there yet are connected when they come.
         """
         self.engine = engine
         s = engine.slots
-        if resume:  # the old server's frame count means nothing here: idle until re-anchored
-            engine.set_run_state(IDLE)
+        engine.set_run_state(IDLE)
+        if resume:  # the old server's frame count means nothing here
             s["frame_base"], s["last_cycle"] = 0, 0
         s["client"] = self.client
         self.out_port = self._register(self.settings["output"] or "out", _JACK_PORT_IS_OUTPUT)
@@ -194,7 +192,7 @@ class JackPath:
                          ("fn_event_count", "jack_midi_get_event_count"), ("fn_event_get", "jack_midi_event_get")):
             s[slot] = _address(getattr(self.lib, fn))
         target = self.settings["connect_to"]
-        if target and not resume and not [d for d in self._destinations() if target in d]:
+        if target and require_destination and not [d for d in self._destinations() if target in d]:
             raise DeviceError(f"no MIDI output port matches {target!r} "
                                    f"(available: {', '.join(self._destinations()) or 'none'})")
         if self.lib.jack_set_process_callback(self.client, engine_module.process.address, engine.address) != 0:
@@ -202,12 +200,21 @@ class JackPath:
         if self.lib.jack_activate(self.client) != 0:
             raise DeviceError("jack_activate failed")
         self.check_ports()
+
+    def start(self, *, resume: bool = False) -> None:
+        """Start the clock at the next cycle, once the connections made so far have taken effect.
+
+        *resume*: go on from the engine's next tick, re-anchored at this
+        server's first cycle; receivers get Stop, Song Position and Continue,
+        and notes left sounding when the old server went get their NoteOff.
+        """
+        s = self.engine.slots
         self._wait_cycles(2)  # a new connection takes effect at a cycle boundary: let Start arrive
         if resume:
             if s["jump_tick"][0] < 0:  # (unless a locate() is waiting)
                 s["jump_tick"] = s["next_tick"][0]
             s["release"] = 1
-        engine.set_run_state(STARTING)
+        self.engine.set_run_state(STARTING)
 
     def _wait_cycles(self, n: int, timeout_s: float = 1.0) -> None:
         """Wait until the process callback has run *n* more times."""

@@ -40,6 +40,7 @@ from .ticked import NOMINAL_SAMPLE_RATE
 log = logging.getLogger("livehost.runtimes")
 
 WATCH_S = 0.05  # how often the tempo is followed and a lost server looked for
+DESTINATION_WAIT_S = 2.0  # after a server came back, how long the clock waits for connect_to destinations
 
 _OPEN: "weakref.WeakSet[MidiRuntime]" = weakref.WeakSet()
 
@@ -70,6 +71,8 @@ class MidiRuntime(BaseRuntime):
         self.engine: MidiEngine | None = None
         self._held: tuple[Program, np.ndarray] | None = None  # what plays once there is a server
         self._lost_path: JackPath | None = None  # its client is dead; only its port bookkeeping is used
+        self._start_by: float | None = None  # the opened path starts when its destinations are there, or then
+        self._resume = False  # ... going on from where the engine stopped
         self._recovery = Recovery(self.id)
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -123,8 +126,14 @@ class MidiRuntime(BaseRuntime):
         self._watch = threading.Thread(target=self._watch_loop, name="livehost-midi-watch", daemon=True)
         self._watch.start()
 
-    def _connect(self) -> None:
-        """Open a path and play on it: the held program, or the engine that played on a lost server."""
+    def _connect(self, *, wait_for_destinations: bool = False) -> None:
+        """Open a path and play on it: the held program, or the engine that played on a lost server.
+
+        *wait_for_destinations*: a server that is back (or appeared) brings
+        its clients back one by one: the clock starts when the ``connect_to``
+        destinations are connected (receivers get Start, or Song Position and
+        Continue), or after DESTINATION_WAIT_S.
+        """
         path = self._open_path()
         sample_rate = path.sample_rate if isinstance(path, JackPath) else NOMINAL_SAMPLE_RATE
         resume = self.engine is not None
@@ -135,13 +144,17 @@ class MidiRuntime(BaseRuntime):
             path.follow(self._lost_path)
         try:
             if isinstance(path, JackPath):
-                path.open(engine, resume=resume)
+                path.open(engine, resume=resume, require_destination=not wait_for_destinations)
+                if not wait_for_destinations or path.check_ports():
+                    path.start(resume=resume)
+                else:
+                    self._start_by = time.monotonic() + DESTINATION_WAIT_S
             else:
                 path.open(engine, self.transport, self.clock)
         except BaseException:
             path.close()
             raise
-        self.path, self.engine, self._held, self._lost_path = path, engine, None, None
+        self.path, self.engine, self._held, self._lost_path, self._resume = path, engine, None, None, resume
 
     def _new_engine(self, sample_rate: float) -> MidiEngine:
         """An engine for *sample_rate*; one that played on another server's rate hands on all it had."""
@@ -149,6 +162,7 @@ class MidiRuntime(BaseRuntime):
         old = self.engine
         if old is None:
             engine.first(*self._held, self.settings)
+            engine.slots["panic"] = int(self.panic_on_start)
             return engine
         program, state = _playing(old)
         engine.first(program, state, self.settings)
@@ -160,44 +174,63 @@ class MidiRuntime(BaseRuntime):
         return engine
 
     def _watch_loop(self) -> None:
-        """Follow the transport's tempo, look for lost ports, get a lost server back."""
+        """Follow the transport's tempo, look for lost ports, get a lost server back.
+
+        close() joins this thread before it closes the path, so the routine
+        work needs no lock; getting a server back takes it, never waiting for it.
+        """
         next_check = time.monotonic()
         while not self._stop.wait(WATCH_S):
-            if not self._lock.acquire(blocking=False):
-                continue  # a load or close is under way: look again next time
-            try:
-                if self.closed:
-                    return
-                self._notice_loss()
-                if self._recovery.due():
-                    self._retry()
-                if self.path is None:
-                    continue
-                self.engine.set_tempo(self.transport.tempo_bpm)
-                if time.monotonic() >= next_check:
-                    # a JACK destination not connected yet is looked for at every pass (a look at
-                    # the graph in shared memory), anything else every RETRY_S
-                    connected = self._check_ports()
-                    next_check = time.monotonic() + (0.0 if connected is False else RETRY_S)
-            finally:
-                self._lock.release()
+            path = self.path
+            if path is None or path.lost or self._start_by is not None:
+                self._recover()
+                continue
+            self.engine.set_tempo(self.transport.tempo_bpm)
+            if time.monotonic() >= next_check:
+                # a JACK destination not connected yet is looked for at every pass (a look at
+                # the graph in shared memory), anything else every RETRY_S
+                connected = self._check_ports(path)
+                next_check = time.monotonic() + (0.0 if connected is False else RETRY_S)
+
+    def _recover(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # a load or close is under way: look again next time
+        try:
+            if self.closed:
+                return
+            self._notice_loss()
+            if self._recovery.due():
+                self._retry()
+            if self.path is not None and self._start_by is not None:
+                self._start_when_connected()
+        finally:
+            self._lock.release()
 
     def _notice_loss(self) -> None:
         if self.path is not None and self.path.lost:
-            self._lost_path, self.path = self.path, None
+            self._lost_path, self.path, self._start_by = self.path, None, None
             self._recovery.lose("JACK", "the JACK server went away")
+
+    def _start_when_connected(self) -> None:
+        connected = self._check_ports(self.path)
+        if not connected and time.monotonic() < self._start_by:
+            return
+        if not connected:
+            log.warning("midi: no port matching %r came back; playing without it", self.settings["connect_to"])
+        self._start_by = None
+        self.path.start(resume=self._resume)
 
     def _retry(self) -> None:
         try:
-            self._connect()
+            self._connect(wait_for_destinations=True)
         except (DeviceError, RuntimeInitError) as exc:
             self._recovery.failed(str(exc))
         else:
             self._recovery.resumed()
 
-    def _check_ports(self) -> bool | None:
+    def _check_ports(self, path) -> bool | None:
         try:
-            return self.path.check_ports()
+            return path.check_ports()
         except Exception:  # a port check must never stop the clock
             log.exception("MIDI port check failed")
             return None
@@ -213,7 +246,7 @@ class MidiRuntime(BaseRuntime):
         if self.engine is None:  # no server yet: it plays from the carried state when there is one
             old_program, old_state = self._held
             self._held = (program, program.layout.carry(old_program.layout, old_state))
-        elif self.path is None:
+        elif self.path is None or self._start_by is not None:
             self.engine.swap(program, self.settings, timeout_s=0.0)  # taken at the first tick on the new server
         elif not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5):
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
