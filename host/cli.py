@@ -170,9 +170,11 @@ def cmd_run(args) -> int:
     first = threading.Thread(target=recompile, name="livehost-first-compile")
     try:
         # Watch before the first compile, so that a save during start-up is not missed; the host
-        # plays the last good build at once (a restart resumes quickly) while the first compile runs.
+        # plays the last good build, if any, at once (a restart resumes quickly) while it runs.
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
             first.start()
+            if not (project / ".livehost" / "compiled.json").exists():
+                first.join()  # nothing to play before it
             with Host(project, runtime=args.runtime, restore_state=True,
                       quarantine=tuple(args.quarantine)) as host:
                 beats.host = host

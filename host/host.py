@@ -31,6 +31,7 @@ log = logging.getLogger("livehost.host")
 
 SNAPSHOT_NAME = "state.npz"
 PREVIOUS_NAME = "previous.json"  # the compiled config that played before the one playing now
+FAULT_POLL_S = 0.1  # how often the engine's watchdog is asked what it did
 RUNNING_NAME = "running"  # exists while a live run plays: found at start, the last run did not end cleanly
 # What a runtime raises when its device or program fails: livehost's own errors, or the OS's.
 _RUNTIME_FAILURES = (HostError, OSError)
@@ -78,6 +79,7 @@ class Host:
         self._busy = False
         self._closing = False
         self._thread = threading.Thread(target=self._lifecycle, name="livehost-host", daemon=True)
+        self._monitor = threading.Thread(target=self._watch_faults, name="livehost-host-faults", daemon=True)
         self._watcher = (DebouncedWatcher(livehost_dir(self.project_dir), (COMPILED_NAME, ERROR_NAME),
                                           self._on_files, debounce_s=debounce_s, name="livehost-host-watch")
                          if watch else None)
@@ -91,6 +93,7 @@ class Host:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
         self._thread.start()
+        self._monitor.start()
         if self._watcher:
             self._watcher.start()
         if (livehost_dir(self.project_dir) / ERROR_NAME).exists():
@@ -110,6 +113,8 @@ class Host:
             self._watcher.stop()
         if self._thread.is_alive():
             self._thread.join()
+        if self._monitor.is_alive():
+            self._monitor.join()
         with self._lock:
             self._destroy(save=self.restore_state)
         if self.restore_state:
@@ -174,6 +179,19 @@ class Host:
             return
         playing = self.runtime.id if self.runtime else "nothing"
         log.error("Compile failed: %s (still playing: %s)", self.last_error.get("text"), playing)
+
+    def _watch_faults(self) -> None:
+        """Log what the engine's watchdog does as it happens, one line each."""
+        while True:
+            with self._slot_cond:
+                if self._slot_cond.wait_for(lambda: self._closing, FAULT_POLL_S):
+                    return
+            runtime = self.runtime
+            try:
+                for line in runtime.new_faults() if runtime is not None else ():
+                    log.error("%s", line)
+            except Exception:  # reporting must never stop the host
+                log.exception("Could not read the engine's faults")
 
     def _lifecycle(self) -> None:
         while True:

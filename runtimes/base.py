@@ -45,6 +45,7 @@ class Runtime(Protocol):
     def update_settings(self, settings: dict[str, Any]) -> None: ...
     def snapshot(self) -> tuple[Program, np.ndarray]: ...
     def stats(self) -> dict[str, Any]: ...
+    def new_faults(self) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -106,6 +107,18 @@ class BaseRuntime:
     def stats(self) -> dict[str, Any]:
         return {"runtime": self.id, **self._stats()}
 
+    def new_faults(self) -> list[str]:
+        """What the engine's watchdog did since the last call, one line each.
+
+        A watchdog that replaced the program also makes :attr:`program` the
+        one that plays now, so the next swap carries the right state.
+        """
+        with self._lock:
+            lines, playing = self._new_faults()
+            if playing is not None:
+                self.program = playing
+            return lines
+
     def close(self) -> None:
         """Silence and free everything; closing twice is fine."""
         with self._lock:
@@ -137,6 +150,9 @@ class BaseRuntime:
 
     def _stats(self) -> dict[str, Any]:
         return {}
+
+    def _new_faults(self) -> tuple[list[str], Program | None]:
+        return [], None
 
     def _close(self) -> None:
         pass

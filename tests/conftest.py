@@ -21,7 +21,7 @@ JACK_CMD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 
 
 def pytest_addoption(parser):
-    parser.addoption("--soak-builds", type=int, default=200,
+    parser.addoption("--soak-builds", type=int, default=100,
                      help="distinct builds in the soak test (the issue's full length: 1000)")
 
 

@@ -632,3 +632,50 @@ def test_unopenable_device_says_why_and_lists_devices(sine_programs, settings, r
     assert reason in str(info.value)
     assert "available devices" in str(info.value) and "system" in str(info.value)
     rt.close()
+
+
+NAN_LATER_PATCH = '''
+import math
+
+
+class State:
+    freq_hz = 660.0
+    gain = 0.2
+    phase = 0.0
+    blocks = 0
+
+
+def audio(s, ctx, inp, out):
+    s.blocks += 1
+    for i in range(out.shape[0]):
+        out[i, 0] = s.gain * math.sin(s.phase) if s.blocks < 100 else math.nan  # fails live, not in its test run
+        s.phase = (s.phase + 2.0 * math.pi * s.freq_hz / ctx.sample_rate) % (2.0 * math.pi)
+'''
+
+
+@pytest.mark.jack
+def test_a_program_that_fails_live_is_replaced_by_the_one_before_and_logged(tmp_path, capture, caplog):
+    import logging
+
+    from host import Host
+
+    caplog.set_level(logging.INFO, logger="livehost")
+    cap = capture(1)
+    sr = cap.info["sample_rate"]
+    proj = _write_project(tmp_path, "live", 'channels_out = 1\n', (Path(__file__).parents[1] / "examples/sine/patch.py").read_text())
+    good = compile_project(proj)
+    with Host(proj, debounce_s=0.02) as host:
+        wait_for(lambda: host.runtime is not None and host.runtime.program is not None)
+        _listen(our_ports(cap, "out"), cap)
+        (proj / "patch.py").write_text(NAN_LATER_PATCH)
+        bad = compile_project(proj)
+        wait_for(lambda: any(r.getMessage().startswith("Kernel fault") for r in caplog.records), 10)
+        cap.start()
+        time.sleep(0.3)
+        x, _ = cap.stop()
+        playing = host.runtime.program.source_hash
+    faults = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Kernel fault")]
+    assert faults == [f"Kernel fault: program {bad['source_hash']} wrote NaN/inf for {NAN_RUN_LIMIT} blocks in a "
+                      f"row; playing {good['source_hash']} (the program before it)"]
+    assert playing == good["source_hash"]
+    assert abs(frequency_hz(x, sr) - 440.0) < 0.5  # the sine before it, heard again

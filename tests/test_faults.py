@@ -116,7 +116,7 @@ class PrivateJack:
             self.proc = subprocess.Popen([JACKD[0], "-n", self.name, *JACKD[1:]], env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
         self.killed = False
-        wait_for(lambda: self.running() or self.proc.poll() is not None, 10, 0.01)
+        wait_for(lambda: self.running() or self.proc.poll() is not None, 10, 0.05)
         if self.proc.poll() is not None:
             self.proc = None
             pytest.fail(f"jackd -n {self.name} did not start: {self.log_path.read_text()[-300:]}")
@@ -369,7 +369,7 @@ def test_midi_resumes_its_clock_and_steps_after_the_jack_server_is_killed_and_re
     with Capture("fltcap") as cap:
         lh = livehost(sequencer_project, "midi", jack_server)
         lh.wait_for("Successfully initialized runtime: midi")
-        wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.01)
+        wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
         time.sleep(1.0)  # a few steps
         before = [data for _, data in cap.stop()]
     jack_server.kill()
@@ -379,13 +379,16 @@ def test_midi_resumes_its_clock_and_steps_after_the_jack_server_is_killed_and_re
     try:
         with Capture("fltcap") as cap:
             resumed = lh.wait_for(BACK)["time"] - restarted
-            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.01)
+            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
+            print("DEBUG PORTS", jack_server.ports())
             time.sleep(1.0)
             stop_s = lh.terminate()  # its last notes end and Stop arrives before the capture stops
             events = cap.stop()
     finally:
         lh.kill()
     after = [data for _, data in events]
+    if not after:
+        print("DEBUG EMPTY", lh.log_path.read_text(), jack_server.log_path.read_text()[-2000:])
     first_clock_s = server_up + events[after.index([CLOCK])][0] / SAMPLE_RATE  # (frames count from the server's start)
 
     assert before[:2] == [[START], [CLOCK]]
@@ -416,7 +419,7 @@ def test_midi_waits_for_a_server_that_starts_after_it(jack_server, livehost, seq
     try:
         with Capture("fltcap") as cap:
             resumed = lh.wait_for(BACK)["time"] - restarted
-            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.01)
+            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
             time.sleep(1.0)
             lh.terminate()
             events = [data for _, data in cap.stop()]

@@ -156,7 +156,7 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
     (proj / "patch.py").write_text(SOAK_PATCH.format(take=0))
     limit = 0.2 * 2 * np.pi * 440.0 / 48000 * 1.05 + 2 * 0.2 / 480 + 1e-6  # a sine's step, plus a 10 ms fade's
     figures: dict[str, list] = {"host_mb": [], "worker_mb": [], "host_threads_fds": [], "worker_threads_fds": []}
-    audio_reports, clicks, switches, overruns = [], 0, 0, 0
+    audio_reports, switches, overruns = [], 0, 0
     audio_cap = CaptureProcess(1, tmp_path)
     try:
         with CompileWorker(warm=ENGINE_MODULES) as worker, Capture("soakcap") as midi_cap:
@@ -173,8 +173,7 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
                         if selected == 1:  # leaving audio: judge what was recorded
                             overruns += host.runtime.stats()["overruns"]
                             x, report = audio_cap.stop()
-                            audio_reports.append(report)
-                            clicks += int(np.count_nonzero(np.abs(np.diff(x)) > limit))
+                            audio_reports.append({**report, "clicks": int(np.count_nonzero(np.abs(np.diff(x)) > limit))})
                         (proj / "livehost.toml").write_text(SOAK_TOML.format(selected=selected))
                     (proj / "patch.py").write_text(SOAK_PATCH.format(take=take))
                     result = worker.compile(proj)
@@ -192,18 +191,19 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
                 if switches % 2 == 0:
                     overruns += host.runtime.stats()["overruns"]
                     x, report = audio_cap.stop()
-                    audio_reports.append(report)
-                    clicks += int(np.count_nonzero(np.abs(np.diff(x)) > limit))
+                    audio_reports.append({**report, "clicks": int(np.count_nonzero(np.abs(np.diff(x)) > limit))})
             events = midi_cap.stop()
     finally:
         audio_cap.close()
     print(f"soak: {builds} builds, {switches} switches; {figures}; audio takes {len(audio_reports)}, "
           f"graph xruns per take {[r['xruns'] for r in audio_reports]}, late cycles "
-          f"{[r['late_cycles'] for r in audio_reports]}, callback overruns {overruns}, clicks {clicks}, "
-          f"midi events {len(events)}")
-    assert clicks == 0 and overruns == 0
-    # The dummy server runs without real-time priority: under compile load on two cores the
-    # graph can xrun whoever is in it; what is ours is counted as overruns above.
+          f"{[r['late_cycles'] for r in audio_reports]}, clicks per take {[r['clicks'] for r in audio_reports]}, "
+          f"callback overruns {overruns}, midi events {len(events)}")
+    # The dummy server runs without real-time priority: under compile load on two cores the graph
+    # can xrun whoever is in it (an xrun is itself a glitch); what is ours: overruns, and clicks
+    # in a take the graph played cleanly.
+    assert overruns == 0
+    assert all(r["clicks"] == 0 for r in audio_reports if r["xruns"] == 0 and r["late_cycles"] == 0), audio_reports
     assert stuck_notes(d for _, d in events) == set() and len(events) > 0
     assert figures["worker_mb"][1] - figures["worker_mb"][0] < 30, figures
     assert figures["host_mb"][1] - figures["host_mb"][0] < 60, figures

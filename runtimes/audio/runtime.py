@@ -36,7 +36,7 @@ from ..base import BaseRuntime, require_kernel, wait_until
 from ..midi.jack import ServerWatch
 from ..realtime.controls import ControlRing
 from ..recovery import Recovery
-from .engine import MAX_BLOCK_FRAMES, NativeEngine, audio_callback
+from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
 log = logging.getLogger("livehost.runtimes")
 
@@ -323,6 +323,7 @@ class AudioRuntime(BaseRuntime):
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         self._load_mark = (0, 0)  # (kernel_ns, frames) at the last stats()
+        self._faults_seen = 0  # the engine's watchdog count already reported
         self._stats_lock = threading.Lock()  # stats() may be called from several threads
         self._poll_s = 0.001  # set from the block length once the stream is open
 
@@ -506,6 +507,19 @@ class AudioRuntime(BaseRuntime):
             self._graveyard.append((stream, engine))
 
     # --- statistics ---
+
+    def _new_faults(self) -> tuple[list[str], Program | None]:
+        if self._engine is None:
+            return [], None
+        count, kind, bad, instead = self._engine.fault()
+        if count == self._faults_seen:
+            return [], None
+        self._faults_seen = count
+        what = {"nan": f"wrote NaN/inf for {NAN_RUN_LIMIT} blocks in a row",
+                "slow": f"took longer than its block {SLOW_RUN_LIMIT} times in a row"}[kind]
+        now = f"playing {instead.source_hash} (the program before it)" if instead else "silent until the next save"
+        line = f"Kernel fault: program {bad.source_hash if bad else '?'} {what}; {now}"
+        return [line], instead
 
     def _stats(self) -> dict[str, Any]:
         """Reads the engine's counters; writes nothing the callback reads."""
