@@ -168,7 +168,6 @@ def _warm(modules: list[str]) -> None:
     for module in ("compiler_bridge.abi", "compiler_bridge.api", *modules):  # cfuncs compile (or load) at import
         importlib.import_module(module)
     numba.njit(lambda x: x + 1)(np.float64(1.0))  # first compile pays LLVM's start-up
-    _compile_once_here()
 
 
 WARM_PATCH = """import math
@@ -193,7 +192,8 @@ def midi(s, ctx, ev):
 
 def _compile_once_here() -> None:
     """Compile a small patch in this process: each compile runs in a child forked
-    from here, and starts from the typing and code-generation state it leaves."""
+    from here, and starts from the typing and code-generation state it leaves
+    (about 0.15 s less per compile here)."""
     import tempfile
 
     from .compile import _compile
@@ -224,6 +224,7 @@ def main() -> None:
     _warm(sys.argv[1:])
     proto.write(json.dumps({"ready": True}) + "\n")
     proto.flush()
+    warmed = False
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -236,6 +237,9 @@ def main() -> None:
                                                        f"internal compile error: {text}").to_json()}
         proto.write(json.dumps(reply) + "\n")
         proto.flush()
+        if not warmed:  # after the first reply, so the first sound does not wait for it
+            _compile_once_here()
+            warmed = True
 
 
 if __name__ == "__main__":

@@ -157,6 +157,10 @@ def cmd_run(args) -> int:
     from .status import status_line
 
     project = _project(args.project)
+    stop = threading.Event()  # SIGTERM from here on ends the run cleanly, also during start-up
+    old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.supervised is not None:  # Ctrl-C reaches the whole process group: the supervisor passes it on
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     beats = _Beats(args.supervised)
     worker = CompileWorker(warm=ENGINE_MODULES)  # starts with the first compile
 
@@ -174,13 +178,14 @@ def cmd_run(args) -> int:
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
             first.start()
             if not (project / ".livehost" / "compiled.json").exists():
-                first.join()  # nothing to play before it
+                while first.is_alive() and not stop.wait(0.05):  # nothing to play before it
+                    pass
             with Host(project, runtime=args.runtime, restore_state=True,
                       quarantine=tuple(args.quarantine)) as host:
                 beats.host = host
                 show = None if args.headless or not sys.stderr.isatty() else (
                     lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
-                _wait_for_stop(args.duration, tick=show)
+                _wait_for_stop(args.duration, tick=show, stop=stop)
                 if show:
                     print(file=sys.stderr)
                 beats.host = None
@@ -190,6 +195,7 @@ def cmd_run(args) -> int:
         if first.is_alive():
             first.join()
         beats.stop()
+        signal.signal(signal.SIGTERM, old_handler)
     log.info("Stopped: %s", status_line(final))
     return 0
 
@@ -273,9 +279,9 @@ def _project(path: str) -> Path:
     return project
 
 
-def _wait_for_stop(duration_s: float | None, tick=None) -> None:
-    """Return after *duration_s*, Ctrl-C or SIGTERM; call *tick* twice a second."""
-    stop = threading.Event()
+def _wait_for_stop(duration_s: float | None, tick=None, stop: threading.Event | None = None) -> None:
+    """Return after *duration_s*, Ctrl-C, SIGTERM or *stop*; call *tick* twice a second."""
+    stop = stop or threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     deadline = None if duration_s is None else time.monotonic() + duration_s
     try:

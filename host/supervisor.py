@@ -117,13 +117,15 @@ def _run_child(child_args: list[str], quarantined: list[str], stopping: list) ->
 
 
 def _stop(child: subprocess.Popen) -> int:
+    """Pass SIGTERM on; a child that ends by it, or is killed for taking too long, stopped as asked."""
     child.send_signal(signal.SIGTERM)
     try:
-        return child.wait(STOP_WAIT_S)
+        code = child.wait(STOP_WAIT_S)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
         return 0
+    return 0 if code == -signal.SIGTERM else code
 
 
 class Heartbeat:
