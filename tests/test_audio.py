@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import math
 import os
 import subprocess
@@ -24,12 +23,12 @@ import numpy as np
 import pytest
 
 from compiler_bridge.compile import compile_project
-from compiler_bridge.errors import DeviceError, RuntimeInitError
+from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
 from compiler_bridge.settings import AUDIO
 from runtimes.audio.engine import NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
-from helpers import CaptureProcess, our_ports, portaudio_client_name, wait_for
+from helpers import CaptureProcess, our_ports, wait_for
 
 SINE_GAIN = 0.2  # examples/sine's gain
 SETTLE_S = 0.3  # lets JACK finish re-sorting its graph after a client or connection change
@@ -613,7 +612,6 @@ def test_close_fades_out_and_leaves_no_port(sine_programs, capture):
     assert np.abs(np.diff(fade_out)).max() <= max_step(SINE_GAIN, 440.0, sr, crossfade_frames)
     assert np.abs(x[last - crossfade_frames // 2:last + 1]).max() <= 0.5 * SINE_GAIN + 1e-3  # faded
     assert np.abs(x[-256:]).max() == 0.0  # silent before the ports went away
-    assert rt.stats()["blocks"] > 0
     with pytest.raises(RuntimeInitError):
         rt.load(sine_programs[660.0])
 

@@ -180,3 +180,47 @@ def test_the_test_run_feeds_the_selected_runtime_settings(project):
     toml.write_text(toml.read_text().replace("ppqn = 96", "ppqn = 48"))
     with pytest.raises(PatchError, match="not what the midi runtime would give"):
         compile_project(seq)
+
+
+ORPHAN_SCRIPT = '''
+import sys
+from compiler_bridge.worker import CompileWorker
+worker = CompileWorker(timeout_s=600.0).start()
+print(worker.pid, flush=True)
+worker.compile(sys.argv[1])  # an endless loop: killed with -9 while this runs
+'''
+
+
+def test_a_killed_host_leaves_no_worker_and_no_compile_behind(project):
+    """kill -9 of the process that owns the worker, while the worker test-runs an endless loop."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import wait_for
+
+    sine = project("sine")
+    (sine / "patch.py").write_text(SINE_HEAD + "def audio(s, ctx, inp, out):\n    while s.freq_hz > 0:\n"
+                                   "        s.freq_hz += 1.0\n")
+    owner = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(sine)], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(owner.stdout.readline())
+
+    def compile_child() -> int | None:
+        children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children")
+        pids = children.read_text().split() if children.exists() else []
+        return int(pids[0]) if pids else None
+
+    wait_for(lambda: compile_child() is not None, 60)  # the compile's own child runs the loop
+    child = compile_child()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    owner.stdout.close()
+
+    def gone(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().split()[2] == "Z"
+
+    # Sooner than the compile's own test-run limit would end them: they died with their parent.
+    from compiler_bridge.compile import TEST_RUN_TIMEOUT_S
+
+    wait_for(lambda: gone(worker_pid) and gone(child), TEST_RUN_TIMEOUT_S / 2)

@@ -34,6 +34,7 @@ RECOVERY_S = 2.0  # the issue's bound: playing again within 2 s of the server's 
 EXIT_S = 2.0  # ... and `livehost run` gone within 2 s of SIGTERM or Ctrl-C, whatever state it is in
 START_S = 60.0  # generous: a first start compiles the patch
 CAPTURE_S = 0.3  # audio recorded per take
+ATTEMPTS = 3  # a capture client that hangs in the JACK server (see PrivateJack.hung) is replaced this often
 LOST = "the JACK server went away"
 BACK = "JACK is back"
 
@@ -108,10 +109,12 @@ class PrivateJack:
         self.env = {**os.environ, "JACK_DEFAULT_SERVER": name}
         self.proc: subprocess.Popen | None = None
         self.killed = False  # ... and not started again since
+        self._log_mark = 0  # where its log starts since the last start
 
     def start(self) -> float:
         """Start it; return when it was started (``time.time()``), once it answers."""
         started = time.time()
+        self._log_mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen([JACKD[0], "-n", self.name, *JACKD[1:]], env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
@@ -125,6 +128,15 @@ class PrivateJack:
     def running(self) -> bool:
         check = subprocess.run(["jack_wait", "-c"], env=self.env, capture_output=True, text=True, timeout=10)
         return check.stdout.strip() == "running"
+
+    def hung(self, client: str) -> bool:
+        """Whether this server, since its last start, reported *client* not finishing its cycle.
+
+        Seen here now and then with a client that joins a server just
+        restarted after SIGKILL (livehost in the graph or not): it then never
+        finishes one again. A fault of JACK's, so a test replaces that client.
+        """
+        return f"client = {client} was not finished" in self.log_path.read_text()[self._log_mark:]
 
     def ports(self) -> str:
         """``jack_lsp -c``: every port, each followed by its connections."""
@@ -244,21 +256,24 @@ def counter_project(project):
     return proj
 
 
-def _record(tmp_path: Path, take: str) -> tuple[np.ndarray, float]:
+def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray, float]:
     """Record livehost's two PortAudio outputs; return the frames and when they were connected."""
-    cap = CaptureProcess(2, tmp_path)
-    try:
-        wait_for(lambda: len(cap.ports("^PortAudio:out_")) == 2, START_S, 0.01)
-        for src, dst in zip(sorted(cap.ports("^PortAudio:out_")), cap.info["inputs"]):
-            cap.connect(src, dst)
-        connected = time.time()
-        cap.start()
-        time.sleep(CAPTURE_S)
-        path = tmp_path / f"{take}.npy"
-        cap.cmd(f"stop {path}")
-        return np.load(path), connected
-    finally:
-        cap.close()
+    for attempt in range(ATTEMPTS):
+        cap = CaptureProcess(2, tmp_path)
+        try:
+            wait_for(lambda: len(cap.ports("^PortAudio:out_")) == 2, START_S, 0.1)
+            for src, dst in zip(sorted(cap.ports("^PortAudio:out_")), cap.info["inputs"]):
+                cap.connect(src, dst)
+            connected = time.time()
+            cap.start()
+            time.sleep(CAPTURE_S)
+            path = tmp_path / f"{take}{attempt}.npy"
+            if cap.cmd(f"stop {path}")["cycles"] or not server.hung(cap.info["client"]):
+                return np.load(path), connected
+            print(f"\n(the capture client hung in the JACK server: another one, attempt {attempt + 2})")
+        finally:
+            cap.close()
+    pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
 
 
 def _counted(x: np.ndarray) -> np.ndarray:
@@ -280,11 +295,11 @@ def test_audio_resumes_with_its_state_after_the_jack_server_is_killed_and_restar
     lh = livehost(counter_project, "audio", jack_server)
     lh.wait_for("Successfully initialized runtime: audio")
     time.sleep(2.0)  # the counter gets well past what plays after the restart before the capture listens
-    before, _ = _record(tmp_path, "before")
+    before, _ = _record(jack_server, tmp_path, "before")
     jack_server.kill()
     lh.wait_for(LOST)
     restarted = jack_server.start()
-    after, connected = _record(tmp_path, "after")  # a capture started once the server is up
+    after, connected = _record(jack_server, tmp_path, "after")  # a capture started once the server is up
     heard = connected - restarted
     resumed = lh.wait_for(BACK)["time"] - restarted
     assert "PortAudio:out_0\n   system:playback_1" in jack_server.ports()  # connected to the device by name
@@ -305,7 +320,7 @@ def test_audio_waits_for_a_server_that_starts_after_it(jack_server, livehost, co
     time.sleep(max(0.0, waiting["time"] + 3.0 - time.time()))  # the server starts 3 s later
     restarted = jack_server.start()
     resumed = lh.wait_for(BACK)["time"] - restarted
-    x, _ = _record(tmp_path, "take")
+    x, _ = _record(jack_server, tmp_path, "take")
     lh.terminate()
     print(f"\naudio: playing {resumed:.2f} s after the server started")
     _counted(x)  # the sine, with its counter
@@ -337,95 +352,117 @@ def test_sigterm_or_ctrl_c_without_a_server_exits_at_once_and_cleanly(jack_serve
 # --- MIDI -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def sequencer_project(project):
-    proj = project("sequencer")
+def _sequencer(project, dest: str) -> Path:
+    """The counting sequencer on the midi runtime, its clock going to the capture ``fltcap``."""
+    proj = project("sequencer", dest)
     (proj / "patch.py").write_text(COUNTING_SEQUENCER)
     toml = proj / "livehost.toml"
     toml.write_text(toml.read_text().replace("channel = 10", 'channel = 10\nconnect_to = "fltcap:in"'))
     return proj
 
 
-def _ticks(messages: list[list[int]], first_tick: int) -> list[tuple[int, list[int]]]:
-    """Each message with its tick: the clock byte opens a tick (the kernel's events follow it)."""
-    tick, out = first_tick - 1, []
+def _steps(messages: list[list[int]]) -> list[int]:
+    """The step count each NoteOn carries (its velocity); its note must be that step's in the pattern."""
+    steps = []
     for data in messages:
-        tick += data == [CLOCK]
-        out.append((tick, data))
-    return out
+        if data[0] & 0xF0 == 0x90:
+            step = data[2] - 1  # (below 127 steps in these tests)
+            assert data[1] == NOTES[step % 4], (step, data)
+            steps.append(step)
+    assert steps and steps == list(range(steps[0], steps[0] + len(steps))), steps  # one step after another
+    return steps
 
 
-def _assert_counting(ticked: list[tuple[int, list[int]]]) -> int:
-    """Every NoteOn says, by note and velocity, which step of the pattern it is; return how many."""
-    on = [(tick, data) for tick, data in ticked if data[0] & 0xF0 == 0x90]
-    for tick, (_, note, velocity) in on:
-        assert tick % 6 == 0 and note == NOTES[tick // 6 % 4] and velocity == 1 + tick // 6 % 127, (tick, note)
-    return len(on)
+def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
+    """Play, kill the server, restart it, listen again; None when the capture hung (see PrivateJack.hung)."""
+    with Capture("fltcap") as cap:
+        lh = livehost(project, "midi", server)
+        lh.wait_for("Successfully initialized runtime: midi")
+        wait_for(lambda: "livehost:out\n   fltcap:in" in server.ports(), START_S, 0.1)
+        time.sleep(1.0)  # a few steps
+        before = [data for _, data in cap.stop()]
+    if not before and server.hung("fltcap"):
+        print("\n(the capture client hung in the JACK server: the scenario again)")
+        lh.terminate()
+        return None
+    server.kill()
+    lh.wait_for(LOST)
+    restarted = server.start()
+    server_up = time.time() - restarted
+    with Capture("fltcap") as cap:
+        resumed = lh.wait_for(BACK)["time"] - restarted
+        wait_for(lambda: "livehost:out\n   fltcap:in" in server.ports(), START_S, 0.1)
+        time.sleep(1.0)
+        stop_s = lh.terminate()  # its last notes end and Stop arrives before the capture stops
+        events = cap.stop()
+    if not events and server.hung("fltcap"):
+        print("\n(the capture client hung in the JACK server: the scenario again)")
+        return None
+    return {"lh": lh, "before": before, "events": events, "resumed": resumed, "server_up": server_up,
+            "stop_s": stop_s}
 
 
 def test_midi_resumes_its_clock_and_steps_after_the_jack_server_is_killed_and_restarted(
-        jack_server, livehost, sequencer_project):
+        jack_server, livehost, project):
     jack_server.start()
-    with Capture("fltcap") as cap:
-        lh = livehost(sequencer_project, "midi", jack_server)
-        lh.wait_for("Successfully initialized runtime: midi")
-        wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
-        time.sleep(1.0)  # a few steps
-        before = [data for _, data in cap.stop()]
-    jack_server.kill()
-    lh.wait_for(LOST)
-    restarted = jack_server.start()
-    server_up = time.time() - restarted
-    try:
-        with Capture("fltcap") as cap:
-            resumed = lh.wait_for(BACK)["time"] - restarted
-            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
-            print("DEBUG PORTS", jack_server.ports())
-            time.sleep(1.0)
-            stop_s = lh.terminate()  # its last notes end and Stop arrives before the capture stops
-            events = cap.stop()
-    finally:
-        lh.kill()
+    for attempt in range(ATTEMPTS):
+        run = _midi_restart(jack_server, livehost, _sequencer(project, f"seq{attempt}"))
+        if run is not None:
+            break
+    else:
+        pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+    lh, before, events = run["lh"], run["before"], run["events"]
     after = [data for _, data in events]
-    if not after:
-        print("DEBUG EMPTY", lh.log_path.read_text(), jack_server.log_path.read_text()[-2000:])
-    first_clock_s = server_up + events[after.index([CLOCK])][0] / SAMPLE_RATE  # (frames count from the server's start)
+    first_clock_s = run["server_up"] + events[after.index([CLOCK])][0] / SAMPLE_RATE  # frames count from its start
 
     assert before[:2] == [[START], [CLOCK]]
     played = before.count([CLOCK])  # ticks 0 .. played - 1 reached the capture
-    assert _assert_counting(_ticks(before, 0)) >= 4
-    # the receiver is told where the clock goes on: Stop, Song Position (sixteenths), Continue
+    steps_before = _steps(before)
+    assert steps_before[0] == 0 and len(steps_before) >= 4
+    # the receiver is told where the clock goes on: Stop, Song Position (sixteenths, a step each), Continue
     assert after[0] == [STOP] and after[1][0] == SONG_POSITION and after[2] == [CONTINUE]
     sixteenths = after[1][1] | after[1][2] << 7
-    rest = after[3:]
-    first_on = next(i for i, d in enumerate(rest) if d[0] & 0xF0 == 0x90)
-    clocks_to_it = rest[:first_on + 1].count([CLOCK])
-    resume_tick = next(t for t in range(6 * sixteenths, 6 * sixteenths + 6) if (t + clocks_to_it - 1) % 6 == 0)
-    print(f"\nmidi: resumed {resumed:.2f} s after the restart, first clock at the capture {first_clock_s:.2f} s; "
-          f"ticks 0..{played - 1} before, on from tick {resume_tick}; exit {stop_s:.2f} s after SIGTERM")
-    assert played <= resume_tick <= played + 24  # the tick count went on (never from 0) ...
-    assert _assert_counting(_ticks(rest, resume_tick)) >= 4  # ... and so did the steps, by the same count
-    assert rest[-1] == [STOP] and not stuck_notes(after)
-    assert resumed <= RECOVERY_S and first_clock_s <= RECOVERY_S
+    steps_after = _steps(after)
+    print(f"\nmidi: resumed {run['resumed']:.2f} s after the restart, first clock at the capture "
+          f"{first_clock_s:.2f} s; ticks 0..{played - 1} and steps 0..{steps_before[-1]} before, on from "
+          f"sixteenth {sixteenths} and step {steps_after[0]}; exit {run['stop_s']:.2f} s after SIGTERM")
+    assert played <= 6 * sixteenths + 5 and 6 * sixteenths <= played + 24  # the tick count went on, never from 0
+    assert steps_after[0] in (sixteenths, sixteenths + 1)  # ... and the steps with it (the next one starts
+    assert steps_after[0] > steps_before[-1]  # ... at or after the position), carried in the state
+    assert after.count([CLOCK]) >= 24 and after[-1] == [STOP] and not stuck_notes(after)
+    assert run["resumed"] <= RECOVERY_S and first_clock_s <= RECOVERY_S
     assert len(lh.messages(LOST)) == 1 and len(lh.messages(BACK)) == 1
 
 
-def test_midi_waits_for_a_server_that_starts_after_it(jack_server, livehost, sequencer_project):
-    lh = livehost(sequencer_project, "midi", jack_server)
+def _midi_late_server(server: PrivateJack, livehost, project: Path) -> tuple[list, float] | None:
+    """Start livehost, then the server 3 s later; None when the capture hung (see PrivateJack.hung)."""
+    lh = livehost(project, "midi", server)
     waiting = lh.wait_for("waiting for JACK")
     assert lh.wait_for("Successfully initialized runtime: midi")
     time.sleep(max(0.0, waiting["time"] + 3.0 - time.time()))
-    restarted = jack_server.start()
-    try:
-        with Capture("fltcap") as cap:
-            resumed = lh.wait_for(BACK)["time"] - restarted
-            wait_for(lambda: "livehost:out\n   fltcap:in" in jack_server.ports(), START_S, 0.1)
-            time.sleep(1.0)
-            lh.terminate()
-            events = [data for _, data in cap.stop()]
-    finally:
-        lh.kill()
+    restarted = server.start()
+    with Capture("fltcap") as cap:
+        resumed = lh.wait_for(BACK)["time"] - restarted
+        wait_for(lambda: "livehost:out\n   fltcap:in" in server.ports(), START_S, 0.1)
+        time.sleep(1.0)
+        lh.terminate()
+        events = [data for _, data in cap.stop()]
+    if not events and server.hung("fltcap"):
+        print("\n(the capture client hung in the JACK server: the scenario again)")
+        server.stop()
+        return None
+    return events, resumed
+
+
+def test_midi_waits_for_a_server_that_starts_after_it(jack_server, livehost, project):
+    for attempt in range(ATTEMPTS):
+        run = _midi_late_server(jack_server, livehost, _sequencer(project, f"seq{attempt}"))
+        if run is not None:
+            break
+    else:
+        pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+    events, resumed = run
     print(f"\nmidi: playing {resumed:.2f} s after the server started")
     assert events[:2] == [[START], [CLOCK]]  # the destination was there before the clock started
-    assert _assert_counting(_ticks(events, 0)) >= 4 and events[-1] == [STOP] and not stuck_notes(events)
+    assert _steps(events)[0] == 0 and events[-1] == [STOP] and not stuck_notes(events)
     assert resumed <= RECOVERY_S

@@ -201,6 +201,21 @@ def _free_voice(s):
 
 
 @_jit
+def _start_voice(s, v, kernel, state, nbytes, tag, seq):
+    """Voice *v* plays *kernel* on *state* as the newest program, fading in while every other fades out."""
+    fade = s.fade_frames
+    _fade_all_out(s, fade)
+    s.v_kernel[v], s.v_state[v], s.v_bytes[v], s.v_tag[v], s.v_seq[v] = kernel, state, nbytes, tag, seq
+    s.v_target[v] = 1.0
+    s.v_gain[v] = 0.0 if fade > 0 else 1.0
+    s.v_step[v] = 1.0 / fade if fade > 0 else 0.0
+    s.v_left[v] = fade
+    s.v_active[v] = 1
+    s.newest = v
+    s.bad_run = s.slow_run = 0
+
+
+@_jit
 def _take_swap(s):
     """Start the requested program at this block; False if it must wait.
 
@@ -216,22 +231,9 @@ def _take_swap(s):
         src = carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8)
         dst = carray(as_voidptr(s.swap_state), s.swap_bytes, np.uint8)
         carry_state(src, dst, carray(as_voidptr(s.swap_table), (s.swap_rows, 3), np.int64))
-    fade = s.fade_frames
     if _playing(s):
         s.swaps += 1  # a hot swap; the first program of a stream is no swap
-    _fade_all_out(s, fade)
-    s.v_kernel[v] = s.swap_kernel
-    s.v_state[v] = s.swap_state
-    s.v_bytes[v] = s.swap_bytes
-    s.v_tag[v] = s.swap_tag
-    s.v_seq[v] = req
-    s.v_target[v] = 1.0
-    s.v_gain[v] = 0.0 if fade > 0 else 1.0
-    s.v_step[v] = 1.0 / fade if fade > 0 else 0.0
-    s.v_left[v] = fade
-    s.v_active[v] = 1
-    s.newest = v
-    s.bad_run = s.slow_run = 0
+    _start_voice(s, v, s.swap_kernel, s.swap_state, s.swap_bytes, s.swap_tag, req)
     s.fb_seq, s.fb_kernel, s.fb_state = s.swap_fb_seq, s.swap_fb_kernel, s.swap_fb_state
     s.fb_bytes, s.fb_tag = s.swap_fb_bytes, s.swap_fb_tag
     release_fence()
@@ -252,16 +254,7 @@ def _fall_back(s, kind):
         s.v_kernel[bad] = 0  # silent until the next swap
         s.fault_to_seq = 0
         return
-    _fade_all_out(s, s.fade_frames)
-    fade = s.fade_frames
-    s.v_kernel[v], s.v_state[v], s.v_bytes[v], s.v_tag[v] = s.fb_kernel, s.fb_state, s.fb_bytes, s.fb_tag
-    s.v_seq[v] = s.fb_seq
-    s.v_target[v] = 1.0
-    s.v_gain[v] = 0.0 if fade > 0 else 1.0
-    s.v_step[v] = 1.0 / fade if fade > 0 else 0.0
-    s.v_left[v] = fade
-    s.v_active[v] = 1
-    s.newest = v
+    _start_voice(s, v, s.fb_kernel, s.fb_state, s.fb_bytes, s.fb_tag, s.fb_seq)
     s.fault_to_seq = s.fb_seq
     s.fb_kernel = 0  # once: a fallback that faults too falls silent
 

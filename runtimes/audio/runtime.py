@@ -42,7 +42,8 @@ log = logging.getLogger("livehost.runtimes")
 
 ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
 POLLS_PER_BLOCK = 4  # how often a waiting caller looks for the answer: few wake-ups, little delay
-WATCH_S = 0.02  # how often the watch thread looks at the stream: a lost device is noticed within a few blocks
+WATCH_S = 0.02  # how often the watch thread looks for a lost JACK server: noticed within a few blocks
+STALL_S = 0.25  # callbacks standing still this long: ask PortAudio whether the stream still runs
 JACK_HOSTAPI = "JACK Audio Connection Kit"
 NO_DEVICE = ("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
              "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
@@ -448,14 +449,28 @@ class AudioRuntime(BaseRuntime):
     # --- a lost device ---
 
     def _watch_loop(self) -> None:
-        """Notice a lost device within a few blocks; get it back.
+        """Notice a lost device; get it back.
 
-        close() joins this thread before it closes the stream, so looking at
-        the stream needs no lock; acting on it takes the lock, never waiting for it.
+        A JACK server that goes away is seen at once (its watch client's
+        flag). PortAudio is asked whether the stream still runs (another
+        host API's device gone, our client thrown out of the graph) only when
+        the callback count stood still for STALL_S: measured here, asking it
+        every few blocks made the GIL stress test show xruns. close() joins
+        this thread before it closes the stream, so looking needs no lock;
+        acting takes it, never waiting for it.
         """
+        calls, since = -1, time.monotonic()
         while not self._stop.wait(WATCH_S):
-            stream = self._stream
-            if not (stream is not None and self._lost(stream) or self._recovery.due()):
+            stream, lost = self._stream, False
+            if stream is not None:
+                lost = not _askable(stream)
+                now, count = time.monotonic(), int(self._engine.slots[0]["callbacks"])
+                if count != calls:
+                    calls, since = count, now
+                elif not lost and now - since >= STALL_S:
+                    since = now
+                    lost = not stream.active()
+            if not (lost or self._recovery.due()):
                 continue
             if not self._lock.acquire(blocking=False):
                 continue  # a load or close is under way: look again next time
@@ -549,7 +564,7 @@ class AudioRuntime(BaseRuntime):
         to get the device back (it has set ``_stop``, not yet ``closed``).
         """
         def done() -> bool:
-            return answer() or self._stop.is_set() and not self.closed or self._lost(stream)
+            return answer() or self._stop.is_set() and not self.closed or not _askable(stream)
 
         wait_until(done, ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0, poll_s or self._poll_s)
         return answer()
