@@ -191,17 +191,19 @@ _acquire, _release = _fence("acquire"), _fence("release")
 # thread's earlier numpy stores as well).
 
 
-@numba.njit(cache=True, nogil=True)
+# Compiled at import (signatures given): Python calls them while a stream plays, and a
+# first-call compile there would load both cores just when a swap is being made.
+@numba.njit("void()", cache=True, nogil=True)
 def acquire_fence():
     _acquire()
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit("void()", cache=True, nogil=True)
 def release_fence():
     _release()
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit("int64(int64[::1], int64)", cache=True, nogil=True)
 def load_acquire(array, index):
     """``array[index]``, ordered before every later load (numba and Python)."""
     value = array[index]
@@ -209,7 +211,7 @@ def load_acquire(array, index):
     return value
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit("void(int64[::1], int64, int64)", cache=True, nogil=True)
 def store_release(array, index, value):
     """``array[index] = value``, ordered after every earlier store (numba and Python)."""
     release_fence()
@@ -227,7 +229,7 @@ def fill_context(ctx, block_frames, tick, frame_time, beat, tempo_bpm):
     c.tempo_bpm = tempo_bpm
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit("void(uint8[::1], uint8[::1], int64[:, ::1])", cache=True, nogil=True)  # the host calls it at a switch
 def carry_state(src, dst, table):
     """Copy carried fields from *src* to *dst* state bytes (uint8 arrays).
 

@@ -28,7 +28,7 @@ HEADER_SIZE = 16
 _jit = numba.njit(cache=True, nogil=True)
 
 
-@_jit
+@numba.njit("int64(int64[::1], int64)", cache=True, nogil=True)  # compiled at import: Python calls it live
 def reserve(header, capacity):
     """Producer: the slot to fill next, or -1 when the ring is full."""
     written = header[WRITE]
@@ -37,13 +37,13 @@ def reserve(header, capacity):
     return written % capacity
 
 
-@_jit
+@numba.njit("void(int64[::1])", cache=True, nogil=True)
 def commit(header):
     """Producer: publish the reserved slot's record."""
     store_release(header, WRITE, header[WRITE] + 1)
 
 
-@_jit
+@numba.njit("int64(int64[::1], int64)", cache=True, nogil=True)
 def peek(header, capacity):
     """Consumer: the slot of the oldest unread record, or -1 when empty."""
     read = header[READ]
@@ -52,7 +52,7 @@ def peek(header, capacity):
     return read % capacity
 
 
-@_jit
+@numba.njit("void(int64[::1])", cache=True, nogil=True)
 def advance(header):
     """Consumer: done with the record :func:`peek` gave; its slot may be reused."""
     store_release(header, READ, header[READ] + 1)
