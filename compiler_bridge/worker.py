@@ -112,7 +112,7 @@ class CompileWorker:
                 self._proc.stdin.write(json.dumps({"project": str(project_dir)}) + "\n")
                 self._proc.stdin.flush()
                 line = self._read_line(self.timeout_s)
-            except BrokenPipeError:
+            except (BrokenPipeError, ValueError):  # ValueError: close() closed the pipe under us
                 line = ""
             if not line and self._closed.is_set():
                 self._kill()
