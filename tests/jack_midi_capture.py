@@ -7,7 +7,8 @@ Commands on stdin, one per line:
 
 * ``send HEX...`` -- write these bytes at the start of the next cycle.
 * ``connect SRC DST`` -- connect two ports.
-* ``stop`` -- leave the graph, print the recording as one JSON line, exit.
+* ``stop`` -- leave the graph, print the recording as one JSON line and the
+  xruns the server reported while it listened as another, exit.
 
 :class:`Capture` drives it from a test.
 """
@@ -28,7 +29,12 @@ def _serve(name: str) -> None:
     inport = client.midi_inports.register("in")
     outport = client.midi_outports.register("out")
     recorded: list[tuple[int, list[int]]] = []
+    xruns = [0]
     to_send: queue.SimpleQueue = queue.SimpleQueue()
+
+    @client.set_xrun_callback
+    def xrun(delay_us: float) -> None:
+        xruns[0] += 1
 
     @client.set_process_callback
     def process(frames: int) -> None:
@@ -52,6 +58,7 @@ def _serve(name: str) -> None:
             print("ok", flush=True)
         client.deactivate()
     print(json.dumps(recorded), flush=True)
+    print(json.dumps({"xruns": xruns[0]}), flush=True)
 
 
 class Capture:
@@ -76,6 +83,7 @@ class Capture:
             raise
         self.inport, self.outport = ready[1], ready[2]
         self.events: list[tuple[int, list[int]]] | None = None
+        self.xruns: int | None = None  # the server's xruns while it listened, known once stopped
 
     def _command(self, line: str) -> None:
         self.proc.stdin.write(line + "\n")
@@ -95,6 +103,7 @@ class Capture:
             self.proc.stdin.write("stop\n")
             self.proc.stdin.close()
             self.events = [(f, d) for f, d in json.loads(self.proc.stdout.readline())]
+            self.xruns = json.loads(self.proc.stdout.readline())["xruns"]
             self.proc.stdout.close()
             self.proc.wait(10)
         return self.events

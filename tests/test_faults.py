@@ -34,7 +34,7 @@ RECOVERY_S = 2.0  # the issue's bound: playing again within 2 s of the server's 
 EXIT_S = 2.0  # ... and `livehost run` gone within 2 s of SIGTERM or Ctrl-C, whatever state it is in
 START_S = 60.0  # generous: a first start compiles the patch
 CAPTURE_S = 0.3  # audio recorded per take
-ATTEMPTS = 3  # a capture client that hangs in the JACK server (see PrivateJack.hung) is replaced this often
+ATTEMPTS = 3  # a capture client that hangs in the JACK server (see PrivateJack.hung) or meets xruns: replaced this often
 LOST = "the JACK server went away"
 BACK = "JACK is back"
 
@@ -268,12 +268,19 @@ def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray,
             cap.start()
             time.sleep(CAPTURE_S)
             path = tmp_path / f"{take}{attempt}.npy"
-            if cap.cmd(f"stop {path}")["cycles"] or not server.hung(cap.info["client"]):
+            report = cap.cmd(f"stop {path}")
+            if report["cycles"] and report["xruns"]:
+                # a client late (the capture's Python callback, now and then, on this non-real-time server):
+                # frames lost through no fault of livehost's
+                print(f"\n(the server reported {report['xruns']} xrun(s) during the take: another one, "
+                      f"attempt {attempt + 2})")
+                continue
+            if report["cycles"] or not server.hung(cap.info["client"]):
                 return np.load(path), connected
             print(f"\n(the capture client hung in the JACK server: another one, attempt {attempt + 2})")
         finally:
             cap.close()
-    pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+    pytest.fail(f"the capture client hung or met xruns in the JACK server {ATTEMPTS} times")
 
 
 def _counted(x: np.ndarray) -> np.ndarray:

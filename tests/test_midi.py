@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
 CLOCK, START, STOP = [0xF8], [0xFA], [0xFC]
 SEQ_NOTES = [36, 38, 42, 38]
+TAKES = 3
 
 DRONE = '''
 from compiler_bridge.api import note_on
@@ -76,13 +77,28 @@ def _assert_no_stuck_note(events) -> None:
 
 
 def _play(programs, program: str, ticks: int, **settings) -> tuple[list, dict]:
-    with Capture("cap") as cap:
-        rt = _runtime(connect_to="cap:in", **settings)
-        rt.start(programs[program], programs[program].new_state())
-        _wait_ticks(rt, ticks)
-        rt.close()
-        stats = rt.stats()
-        return cap.stop(), stats
+    """Play *ticks* ticks into a capture; what it heard and the runtime's stats.
+
+    A take during which the JACK server reported an xrun (a client late: on
+    this non-real-time server and two shared cores, the capture's own Python
+    callback now and then) loses events through no fault of the runtime's; it
+    is played again, and every take's xruns are printed.
+    """
+    xruns = []
+    for _ in range(TAKES):
+        with Capture("cap") as cap:
+            rt = _runtime(connect_to="cap:in", **settings)
+            rt.start(programs[program], programs[program].new_state())
+            _wait_ticks(rt, ticks)
+            rt.close()
+            stats = rt.stats()
+            events = cap.stop()
+        xruns.append(cap.xruns)
+        if not cap.xruns:
+            if len(xruns) > 1:
+                print(f"\n(xruns reported by the server in each take: {xruns})")
+            return events, stats
+    pytest.fail(f"the JACK server reported xruns in every take: {xruns}")
 
 
 def test_clock_spacing_is_exact_and_does_not_drift_over_2000_ticks(programs):
