@@ -20,11 +20,12 @@ from .abi import ABI_VERSION, KERNEL_NAMES
 from .errors import CompiledConfigError
 from .state import StateLayout
 
-SCHEMA_VERSION = 2  # of compiled.json; 2: paths relative to the .livehost folder
+SCHEMA_VERSION = 3  # of compiled.json; 2: paths relative to the .livehost folder; 3: builds shared by saves
+# that change only defaults or settings, one entry module per state layout
 COMPILED_PATH = Path(".livehost", "compiled.json")  # in a project folder
 
 # What a host needs from a compiled config, and the type of each.
-_REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "build_dir": str,
+_REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "build_dir": str, "entry": str,
              "kernels": list, "state": list, "config": dict}
 _REQUIRED_CONFIG = {"selected_runtime": int, "tempo_bpm": (int, float), "runtime_settings": list}
 _STATE_FIELD = {"name", "dtype", "shape", "default"}
@@ -73,6 +74,8 @@ def check_compiled(data: object, where: str = "compiled config") -> None:
             f"schema {SCHEMA_VERSION}, ABI {ABI_VERSION}): compile the project again")
     _check_keys(data, _REQUIRED, where, "")
     _check_keys(data["config"], _REQUIRED_CONFIG, where, "config.")
+    if not data["entry"].isidentifier():  # a file name inside the build folder, nothing else
+        raise CompiledConfigError(f"{where}: entry {data['entry']!r} is not a module name")
     if unknown := [k for k in data["kernels"] if k not in KERNEL_NAMES]:
         raise CompiledConfigError(f"{where}: unknown kernels {unknown!r} (known: {', '.join(KERNEL_NAMES)})")
     if not all(isinstance(f, dict) and _STATE_FIELD <= f.keys() for f in data["state"]):
@@ -89,18 +92,19 @@ def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
             raise CompiledConfigError(f"{where}: {prefix}{key} is {type(value).__name__}, expected {names}")
 
 
-def load_build(build_dir: Path, digest: str) -> ModuleType:
-    """Import ``<build_dir>/entry.py`` as a module of its own.
+def load_build(build_dir: Path, module: str = "entry") -> ModuleType:
+    """Import ``<build_dir>/<module>.py`` (``entry``, or ``checked`` for a test run) as a module of its own.
 
-    Its cfuncs load from numba's cache in the build folder when the compile
-    already built them. numba's cache records the module's name: it is
-    derived from the build's hash alone, so a copied or moved project (its
-    cache included) loads its own build under the same name. The module is
-    registered in ``sys.modules`` only while it loads: each load is separate,
-    and a build that no longer plays is freed with its Program.
+    Its numba code loads from numba's cache in the build folder when the
+    compile already built it. numba's cache records the module's name: it is
+    derived from the build folder's name (its hash) alone, so a copied or
+    moved project (its cache included) loads its own build under the same
+    name. The module is registered in ``sys.modules`` only while it loads:
+    each load is separate, and a build that no longer plays is freed with its
+    Program.
     """
-    name = f"livehost_build_{digest}"
-    spec = importlib.util.spec_from_file_location(name, Path(build_dir) / "entry.py")
+    name = f"livehost_{module}_{Path(build_dir).name}"
+    spec = importlib.util.spec_from_file_location(name, Path(build_dir) / f"{module}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -123,13 +127,21 @@ class Program:
     module: ModuleType = field(repr=False)
 
     @classmethod
-    def from_compiled(cls, compiled: dict) -> "Program":
-        """Load what *compiled* names; an invalid config, or a build that is gone, raises CompiledConfigError."""
+    def from_compiled(cls, compiled: dict, playing: "Program | None" = None) -> "Program":
+        """Load what *compiled* names; an invalid config, or a build that is gone, raises CompiledConfigError.
+
+        When *playing* plays the same build (a save that changed only defaults
+        or settings), its loaded module serves: nothing is loaded again.
+        """
         check_compiled(compiled)
         build_dir = Path(compiled["build_dir"])
-        if not (build_dir / "entry.py").is_file():  # pruned or deleted since it was compiled
+        entry = compiled["entry"]
+        if playing is not None and (Path(playing.compiled["build_dir"]), playing.compiled["entry"]) == (build_dir, entry):
+            module = playing.module
+        elif not (build_dir / f"{entry}.py").is_file():  # pruned or deleted since it was compiled
             raise CompiledConfigError(f"{build_dir}: build folder is gone; compile the project again")
-        module = load_build(build_dir, compiled["source_hash"])
+        else:
+            module = load_build(build_dir, entry)
         kernels = {k: getattr(module, f"{k}_entry").address for k in compiled["kernels"]}
         return cls(compiled["source_hash"], StateLayout.from_json(compiled["state"]), kernels,
                    compiled["config"], compiled, module)

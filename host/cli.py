@@ -24,6 +24,10 @@ ENGINE_MODULES = ("runtimes.audio.engine", "runtimes.midi.engine")
 
 log = logging.getLogger("livehost.host")
 
+# Quiet time after a save before it is compiled: an editor's write-in-place
+# (truncate, then write) lands as one save; a rename is one event anyway.
+SOURCE_DEBOUNCE_S = 0.02
+
 SCAFFOLD_CONFIG = """\
 name = "{name}"
 tempo_bpm = 120.0
@@ -163,11 +167,15 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     beats = _Beats(args.supervised)
     worker = CompileWorker(warm=ENGINE_MODULES)  # starts with the first compile
+    playing = []  # the host, once it runs
 
     def recompile(_changed=None) -> None:
         result = worker.compile(project)
         if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
-            log.info("Compiled %s in %.2f s", result.compiled["source_hash"], result.seconds)
+            if playing:
+                playing[0].request(result.compiled)  # at once, not through the watched file
+            log.info("Compiled %s in %.2f s%s", result.compiled["source_hash"], result.seconds,
+                     " (defaults or settings only: its build served)" if result.compiled["reused_build"] else "")
             for warning in result.compiled["warnings"]:
                 log.warning("%s", warning)
 
@@ -175,7 +183,8 @@ def cmd_run(args) -> int:
     try:
         # Watch before the first compile, so that a save during start-up is not missed; the host
         # plays the last good build, if any, at once (a restart resumes quickly) while it runs.
-        with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources"):
+        with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources",
+                              debounce_s=SOURCE_DEBOUNCE_S):
             first.start()
             if not (project / ".livehost" / "compiled.json").exists():
                 while first.is_alive() and not stop.wait(0.05):  # nothing to play before it
@@ -183,12 +192,14 @@ def cmd_run(args) -> int:
             with Host(project, runtime=args.runtime, restore_state=True,
                       quarantine=tuple(args.quarantine)) as host:
                 beats.host = host
+                playing.append(host)
                 show = None if args.headless or not sys.stderr.isatty() else (
                     lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
                 _wait_for_stop(args.duration, tick=show, stop=stop)
                 if show:
                     print(file=sys.stderr)
                 beats.host = None
+                playing.clear()
                 final = host.status()
     finally:
         worker.close()

@@ -129,7 +129,12 @@ class Host:
     # --- requests ---
 
     def request(self, compiled: dict) -> None:
-        """Ask for *compiled* to play; a newer request replaces an unhandled one."""
+        """Ask for *compiled* to play; a newer request replaces an unhandled one.
+
+        ``livehost run`` hands each compile's result here as it comes (the
+        watched ``compiled.json`` then finds it playing); a compile in another
+        process reaches the host through the file.
+        """
         with self._slot_cond:
             self._pending = compiled
             self._slot_cond.notify_all()
@@ -225,7 +230,7 @@ class Host:
             return
         entry, settings = selected
         try:
-            program = Program.from_compiled(compiled)
+            program = Program.from_compiled(compiled, playing=self.runtime.program if self.runtime else None)
         except CompiledConfigError as exc:
             log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
             return

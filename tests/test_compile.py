@@ -18,11 +18,11 @@ def test_compile_writes_an_immutable_build(project):
     compiled = compile_project(sine)
     lh = sine / ".livehost"
     on_disk = json.loads((lh / "compiled.json").read_text())
-    assert on_disk["build_dir"] == f"build/{compiled['source_hash']}" and "project" not in on_disk  # relocatable
+    assert on_disk["build_dir"] == f"build/{compiled['build']}" and "project" not in on_disk  # relocatable
     assert read_compiled(sine) == json.loads(json.dumps(compiled))
     assert not (lh / "error.json").exists()
     build = Path(compiled["build_dir"])
-    assert build.parent == lh / "build" and build.name == compiled["source_hash"]
+    assert build.parent == lh / "build" and build.name == compiled["build"]
     assert (build / "patch.py").read_bytes() == (sine / "patch.py").read_bytes()
     assert any(p.suffix == ".nbc" for p in (build / "__pycache__").iterdir())  # numba's cache inside
     assert compiled["kernels"] == ["audio"]

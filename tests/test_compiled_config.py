@@ -17,6 +17,7 @@ from host import Host
 def valid(tmp_path) -> dict:
     return {"schema_version": SCHEMA_VERSION, "abi_version": ABI_VERSION, "source_hash": "0123456789abcdef",
             "project": str(tmp_path), "build_dir": str(tmp_path / ".livehost" / "build" / "0123456789abcdef"),
+            "entry": "entry_00000000000000ff",
             "kernels": ["midi"], "state": [{"name": "step", "dtype": "<i8", "shape": [], "default": 0, "offset": 0}],
             "config": {"name": "t", "selected_runtime": 0, "tempo_bpm": 120.0,
                        "runtime_settings": [{"runtime": "logic"}]},
@@ -56,9 +57,10 @@ def edited(**changes):
 
 
 BAD = [
-    (edited(schema_version=1), "written by another livehost (schema 1, ABI 1; this one reads schema 2, ABI 1): "
+    (edited(schema_version=1), "written by another livehost (schema 1, ABI 1; this one reads schema 3, ABI 1): "
                                "compile the project again"),
-    (edited(abi_version=99), "written by another livehost (schema 2, ABI 99;"),
+    (edited(entry="../../elsewhere"), "entry '../../elsewhere' is not a module name"),
+    (edited(abi_version=99), "written by another livehost (schema 3, ABI 99;"),
     (edited(build_dir=None, state=None), "missing keys: build_dir, state"),
     (edited(config_runtime_settings=None), "missing keys: config.runtime_settings"),
     (edited(kernels="audio"), "kernels is str, expected list"),
