@@ -12,9 +12,14 @@ Protocol: one command per line on stdin, one JSON object per line on stdout.
   prints ``{"client", "sample_rate", "block_frames", "inputs", "output"}``
 * ``connect SRC DST``     -> ``{"ok": true}``
 * ``ports REGEX``         -> ``{"ports": [names]}``
+* ``follow PREFIX``       -> from now on, output ports named ``PREFIX<N>`` are
+  connected to input *N* + 1 as soon as they are registered (a client that
+  reopens its ports is heard again at once); ``{"ok": true}``
 * ``start``               -> clears counters, starts recording; ``{"ok": true}``
 * ``stop PATH``           -> stops, saves the samples (frames x N float32 .npy)
-  to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms"}``
+  to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time"}``
+  (``time.time()`` when the first recorded cycle began: frame *k* of the take
+  was played about *k* / rate seconds later)
 * ``quit``                -> closes the client and exits
 """
 
@@ -23,7 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import re
 import sys
+import threading
 import time
 
 import jack
@@ -46,15 +54,38 @@ class Capture:
         self.reset()
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
+        self.follow_prefix: str | None = None
+        self._registered: queue.SimpleQueue = queue.SimpleQueue()
+        self.client.set_port_registration_callback(self._port_registered, only_available=False)
         self.client.activate()
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _port_registered(self, port, register: bool) -> None:
+        if register and port is not None:
+            self._registered.put(port.name)  # connected from another thread: not allowed in a notification
+
+    def _follow(self) -> None:
+        while True:
+            name = self._registered.get()
+            prefix = self.follow_prefix
+            match = prefix is not None and re.fullmatch(re.escape(prefix) + r"(\d+)", name)
+            if match and int(match.group(1)) < len(self.inputs):
+                try:
+                    self.client.connect(name, self.inputs[int(match.group(1))])
+                except jack.JackError:  # gone again already
+                    pass
 
     def reset(self) -> None:
         self.frames = self.cycles = self.xruns = self.late_cycles = 0
         self.max_gap_s = 0.0
         self.last_cycle_s = None
+        self.first_cycle_time = None
 
     def _process(self, frames: int) -> None:
         now = time.monotonic()
+        if self.recording and self.first_cycle_time is None:
+            # the cycle's start on the wall clock: its frame time back to now
+            self.first_cycle_time = time.time() - self.client.frames_since_cycle_start / self.sample_rate
         n = frames
         self.output.get_array()[:] = 0.5 * np.sin(self.sine_step * (self.sine_frame + np.arange(n)))
         self.sine_frame += n
@@ -77,7 +108,8 @@ class Capture:
 
     def report(self) -> dict:
         return {"frames": self.frames, "cycles": self.cycles, "xruns": self.xruns,
-                "late_cycles": self.late_cycles, "max_gap_ms": round(self.max_gap_s * 1e3, 3)}
+                "late_cycles": self.late_cycles, "max_gap_ms": round(self.max_gap_s * 1e3, 3),
+                "first_cycle_time": self.first_cycle_time}
 
 
 def main() -> None:
@@ -97,6 +129,11 @@ def main() -> None:
         cmd, *rest = line.split()
         if cmd == "connect":
             cap.client.connect(rest[0], rest[1])
+            say({"ok": True})
+        elif cmd == "follow":
+            cap.follow_prefix = rest[0]
+            for port in cap.client.get_ports(re.escape(rest[0]) + r"\d+$", is_output=True):  # already there
+                cap._registered.put(port.name)
             say({"ok": True})
         elif cmd == "ports":
             say({"ports": [p.name for p in cap.client.get_ports(rest[0])]})

@@ -7,6 +7,8 @@ Commands on stdin, one per line:
 
 * ``send HEX...`` -- write these bytes at the start of the next cycle.
 * ``connect SRC DST`` -- connect two ports.
+* ``clock`` -- answers ``ok FRAME TIME``: JACK's frame time and ``time.time()``
+  read together, to place recorded frames on the wall clock.
 * ``stop`` -- leave the graph, print the recording as one JSON line and the
   xruns the server reported while it listened as another, exit.
 
@@ -19,6 +21,7 @@ import json
 import queue
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -53,6 +56,9 @@ def _serve(name: str) -> None:
                 to_send.put(bytes(int(a, 16) for a in args))
             elif cmd == "connect":
                 client.connect(*args)
+            elif cmd == "clock":
+                print("ok", client.frame_time, repr(time.time()), flush=True)
+                continue
             elif cmd == "stop":
                 break
             print("ok", flush=True)
@@ -96,6 +102,14 @@ class Capture:
 
     def connect(self, source: str, destination: str) -> None:
         self._command(f"connect {source} {destination}")
+
+    def clock(self) -> tuple[int, float]:
+        """``(JACK frame time, time.time())`` read together in the capture process."""
+        self.proc.stdin.write("clock\n")
+        self.proc.stdin.flush()
+        ok, frame, wall = self.proc.stdout.readline().split()
+        assert ok == "ok"
+        return int(frame), float(wall)
 
     def stop(self) -> list[tuple[int, list[int]]]:
         """Leave the graph; return ``[(absolute frame, [bytes...]), ...]``."""

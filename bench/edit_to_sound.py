@@ -1,0 +1,277 @@
+"""Save to sound: how soon a performer hears a save under ``livehost run``.
+
+``livehost run --headless`` plays a tone project in a process of its own; a
+JACK capture client in another process records it. Each save writes new
+text through a temp file and a rename, as editors do. Times run from the
+save to the first captured frame of the new program (the tone's second
+channel carries a marker that changes with the pitch) or, for a switch to
+MIDI, to the first MIDI byte at a MIDI capture client: they come from the
+captures, not from livehost's logs. Measured, in one run:
+
+* default edits: ``freq_hz = ...`` in ``class State`` (no recompile);
+* code edits: a factor inside the kernel (a real numba compile each time);
+* runtime switches: ``selected_runtime`` audio -> MIDI and back;
+* the same default edit by stopping ``livehost run``, saving and starting it
+  again: what a user without hot swap does (timed from the stop request).
+
+The last output line is one JSON object. Needs a running JACK server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import CaptureProcess  # noqa: E402
+from jack_midi_capture import Capture  # noqa: E402
+
+RATE = 48000
+MIDI_CAPTURE = "lhbench-midi"
+MARK = 0.0001  # the marker channel carries MARK * freq_hz * factor
+START_S = 120.0  # a first start compiles the engines and the patch
+
+PATCH = '''\
+"""A sine at freq_hz; the second channel says which program plays."""
+
+import math
+
+from compiler_bridge.api import note_off, note_on
+
+
+class State:
+    freq_hz = {freq!r}
+    phase = 0.0
+    step = 0
+
+
+def audio(s, ctx, inp, out):
+    step = 2.0 * math.pi * s.freq_hz * {factor!r} / ctx.sample_rate
+    mark = {mark!r} * s.freq_hz * {factor!r}
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.2 * math.sin(s.phase)
+        out[i, 1] = mark
+        s.phase = (s.phase + step) % (2.0 * math.pi)
+
+
+def midi(s, ctx, ev):
+    t = ctx.tick % 6
+    if t == 0:
+        note_on(ev, 60 + s.step, 90)
+    elif t == 3:
+        note_off(ev, 60 + s.step)
+        s.step = (s.step + 1) % 12
+'''
+
+CONFIG = '''\
+name = "tone"
+tempo_bpm = 120.0
+selected_runtime = {selected}
+
+[[runtime_settings]]
+runtime = "audio"
+crossfade_ms = 10.0
+
+[[runtime_settings]]
+runtime = "midi"
+connect_to = "{midi_capture}:in"
+'''
+
+
+class Rig:
+    """The project, ``livehost run`` on it, and the two capture clients."""
+
+    def __init__(self, work: Path, stack: contextlib.ExitStack) -> None:
+        self.project = work / "tone"
+        self.project.mkdir()
+        self.log_path = work / "livehost.log"
+        self.freq, self.factor, self.selected = 440.0, 1.0, 0
+        self._write("patch.py", self._patch())
+        self._write("livehost.toml", CONFIG.format(selected=0, midi_capture=MIDI_CAPTURE))
+        self.audio = CaptureProcess(2, work)
+        stack.callback(self.audio.close)
+        self.audio.cmd("follow PortAudio:out_")  # heard again at once whenever livehost reopens its ports
+        self.midi = stack.enter_context(Capture(MIDI_CAPTURE))
+        self.proc: subprocess.Popen | None = None
+        stack.callback(self.stop)
+
+    def _patch(self) -> str:
+        return PATCH.format(freq=self.freq, factor=self.factor, mark=MARK)
+
+    def marker(self) -> float:
+        return float(np.float32(MARK * self.freq * self.factor))
+
+    def _write(self, name: str, text: str) -> float:
+        """Save as an editor does (temp file, rename); return when the save completed."""
+        tmp = self.project / f".{name}.swp"
+        tmp.write_text(text)
+        tmp.replace(self.project / name)
+        return time.time()
+
+    def save_patch(self, freq: float | None = None, factor: float | None = None) -> float:
+        self.freq = self.freq if freq is None else freq
+        self.factor = self.factor if factor is None else factor
+        return self._write("patch.py", self._patch())
+
+    def select(self, index: int) -> float:
+        self.selected = index
+        return self._write("livehost.toml", CONFIG.format(selected=index, midi_capture=MIDI_CAPTURE))
+
+    def start(self) -> None:
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "host.cli", "--log-format", "json", "run",
+                                      str(self.project), "--headless"], cwd=ROOT, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+
+    def wait_log(self, text: str, after: int = 0, timeout_s: float = START_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.log_path.read_text()[after:]:
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit(f"livehost run exited ({self.proc.returncode}); log: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise SystemExit(f"no {text!r} in livehost's log within {timeout_s:g} s")
+
+    def log_size(self) -> int:
+        return len(self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def take(self, seconds: float, action) -> tuple[np.ndarray, float, float, dict]:
+        """Record *seconds* around *action* (called 0.1 s in, returns its time); the frames,
+        the action's time, the first frame's time, and the capture's report."""
+        self.audio.start()
+        time.sleep(0.1)
+        t_action = action()
+        time.sleep(seconds)
+        path = self.audio.tmp_path / "take.npy"
+        report = self.audio.cmd(f"stop {path}")
+        return np.load(path), t_action, report["first_cycle_time"], report
+
+
+def _departure_ms(x: np.ndarray, t_save: float, t0: float, new_mark: float) -> float | None:
+    """Save to the first frame whose marker left the old program's, if the new program then plays."""
+    marks = x[:, 1]
+    if len(marks) == 0 or abs(marks[-1] - new_mark) > 1e-6:
+        return None  # the new program never played within the take
+    moved = np.flatnonzero(np.abs(marks - marks[0]) > 1e-6)
+    return None if len(moved) == 0 else (t0 + moved[0] / RATE - t_save) * 1e3
+
+
+def _first_ms(mask: np.ndarray, t_save: float, t0: float) -> float | None:
+    hit = np.flatnonzero(mask)
+    return None if len(hit) == 0 else (t0 + hit[0] / RATE - t_save) * 1e3
+
+
+def _figures(name: str, samples: list[float | None]) -> dict:
+    got = np.array([s for s in samples if s is not None])
+    out = {"n": len(samples), "missed": int(sum(s is None for s in samples))}
+    if len(got):
+        out.update(p50_ms=round(float(np.percentile(got, 50)), 1), p99_ms=round(float(np.percentile(got, 99)), 1),
+                   max_ms=round(float(got.max()), 1), min_ms=round(float(got.min()), 1))
+    print(name, out, flush=True)
+    return out
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # run the clean-up below
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edits", type=int, default=50, help="default edits, and code edits")
+    parser.add_argument("--switches", type=int, default=5, help="audio -> MIDI -> audio round trips")
+    parser.add_argument("--restarts", type=int, default=3, help="stop-edit-start rounds")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="livehost-bench-"))
+    xruns = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            rig = Rig(work, stack)
+            rig.start()
+            rig.wait_log("Successfully initialized runtime: audio")
+            time.sleep(1.0)
+
+            default, code = [], []
+            for k in range(args.edits):
+                x, t_save, t0, rep = rig.take(0.5, lambda: rig.save_patch(freq=440.0 + 5.0 * (k + 1)))
+                default.append(_departure_ms(x, t_save, t0, rig.marker()))
+                xruns += rep["xruns"]
+            for k in range(args.edits):
+                x, t_save, t0, rep = rig.take(2.0, lambda: rig.save_patch(factor=1.0 + 0.002 * (k + 1)))
+                code.append(_departure_ms(x, t_save, t0, rig.marker()))
+                xruns += rep["xruns"]
+
+            to_midi_saves, to_audio = [], []
+            frame0, wall0 = rig.midi.clock()
+            for _ in range(args.switches):
+                to_midi_saves.append(rig.select(1))
+                time.sleep(1.5)
+                x, t_save, t0, rep = rig.take(1.5, lambda: rig.select(0))
+                to_audio.append(_first_ms(np.abs(x[:, 0]) > 1e-3, t_save, t0))
+                xruns += rep["xruns"]
+                time.sleep(0.5)
+
+            restart = []
+            for k in range(args.restarts):
+                rig.audio.start()
+                time.sleep(0.1)
+                size = rig.log_size()
+                t_stop = time.time()  # the performer stops livehost, saves, starts it again
+                rig.stop()
+                rig.save_patch(freq=300.0 + 5.0 * k)
+                rig.start()
+                rig.wait_log("Successfully initialized runtime: audio", after=size)
+                time.sleep(1.0)
+                path = rig.audio.tmp_path / "take.npy"
+                rep = rig.audio.cmd(f"stop {path}")
+                x = np.load(path)
+                restart.append(_first_ms(np.abs(x[:, 1] - rig.marker()) < 1e-6, t_stop, rep["first_cycle_time"]))
+                xruns += rep["xruns"]
+            rig.stop()
+            events = rig.midi.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # MIDI: the first byte after each switch to MIDI, placed on the wall clock
+    event_times = np.array([wall0 + (f - frame0) / RATE for f, _ in events])
+    to_midi = []
+    for t_save in to_midi_saves:
+        later = event_times[event_times > t_save]
+        to_midi.append(None if len(later) == 0 else (later[0] - t_save) * 1e3)
+
+    d, c = _figures("default edit", default), _figures("code edit", code)
+    a2m, m2a = _figures("switch audio -> midi", to_midi), _figures("switch midi -> audio", to_audio)
+    r = _figures("stop, edit, restart", restart)
+    print(json.dumps({
+        "default_edit_p50_ms": d.get("p50_ms"), "default_edit_p99_ms": d.get("p99_ms"),
+        "edit_p50_ms": c.get("p50_ms"), "edit_p99_ms": c.get("p99_ms"),
+        "switch_audio_to_midi_ms": a2m.get("p50_ms"), "switch_midi_to_audio_ms": m2a.get("p50_ms"),
+        "switch_audio_to_midi_max_ms": a2m.get("max_ms"), "switch_midi_to_audio_max_ms": m2a.get("max_ms"),
+        "restart_ms": r.get("p50_ms"),
+        "default_edit": d, "edit": c, "switch_audio_to_midi": a2m, "switch_midi_to_audio": m2a, "restart": r,
+        "capture_xruns": xruns,
+    }))
+
+
+if __name__ == "__main__":
+    main()
