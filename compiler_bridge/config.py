@@ -28,8 +28,14 @@ TOP_LEVEL = {
     "selected_runtime": (int, "a whole number (an index into runtime_settings)"),
     "tempo_bpm": ((int, float), "a number of beats per minute"),
     "runtime_settings": (list, "an array of [[runtime_settings]] tables"),
+    "swap_on": (str, '"block", "beat" or "bar"'),
+    "beats_per_bar": (int, "a whole number of beats"),
 }
 DEFAULT_TEMPO_BPM = 120.0
+# When a new program takes over: at the next block (at once: a changed number is heard within
+# milliseconds, and a drone or a sine has no beat to wait for), or on the transport's next beat
+# or bar, so an edit to a rhythmic patch lands on the downbeat.
+SWAP_ON = ("block", "beat", "bar")
 _tempo_check = number(20.0, 999.0)
 
 
@@ -43,13 +49,24 @@ class ProjectConfig:
     warnings: list[str] = field(default_factory=list)
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)
     text: str = field(default="", repr=False)  # the file as read
+    swap_on: str = "block"
+    beats_per_bar: int = 4
 
     def line_of(self, *key) -> int | None:
         return self.lines.get(tuple(key))
 
     def to_json(self) -> dict:
         return {"name": self.name, "selected_runtime": self.selected_runtime,
-                "tempo_bpm": self.tempo_bpm, "runtime_settings": self.runtime_settings}
+                "tempo_bpm": self.tempo_bpm, "runtime_settings": self.runtime_settings,
+                "swap_on": self.swap_on, "beats_per_bar": self.beats_per_bar}
+
+
+
+def swap_every_beats(config: dict) -> float:
+    """Beats between the points where a new program may take over (a compiled
+    config's ``config``); 0: at the next block or tick."""
+    unit = {"beat": 1.0, "bar": float(config.get("beats_per_bar", 4))}
+    return unit.get(config.get("swap_on", "block"), 0.0)
 
 
 _HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
@@ -97,6 +114,12 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
         fail(("tempo_bpm",), f"tempo_bpm = {tempo!r}: {problem}")
     resolved, warnings = _resolve_entries(data.get("runtime_settings") or [{"runtime": "logic"}], schemas, fail,
                                           lambda key: f"{path}:{lines.get(key)}")
+    swap_on = data.get("swap_on", "block")
+    if swap_on not in SWAP_ON:
+        fail(("swap_on",), f"swap_on = {swap_on!r}: expected one of {', '.join(map(repr, SWAP_ON))}")
+    beats_per_bar = data.get("beats_per_bar", 4)
+    if not 1 <= beats_per_bar <= 64:
+        fail(("beats_per_bar",), f"beats_per_bar = {beats_per_bar!r}: expected a whole number from 1 to 64")
     selected = data.get("selected_runtime", 0)
     if not 0 <= selected < len(resolved):
         warnings.append(
@@ -104,7 +127,7 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
             f"(0..{len(resolved) - 1}); the default runtime is used"
         )
     return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
-                         float(tempo), resolved, warnings, lines, text)
+                         float(tempo), resolved, warnings, lines, text, swap_on, beats_per_bar)
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:

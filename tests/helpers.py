@@ -6,6 +6,8 @@ Test files import these from here, never from one another.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 CAPTURE = Path(__file__).with_name("jack_audio_capture.py")
+ROOT = Path(__file__).resolve().parents[1]
+LIVEHOST_RUN = [sys.executable, "-m", "host.cli", "--log-format", "json", "run"]
 
 
 def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:
@@ -89,10 +93,19 @@ class CaptureProcess:
 
     def stop(self) -> tuple[np.ndarray, dict]:
         """Stop recording; return the first channel's samples and the report."""
+        x, report = self.stop_all()
+        return x[:, 0], report
+
+    def stop_all(self) -> tuple[np.ndarray, dict]:
+        """Stop recording; return every channel (frames x channels) and the report."""
         self.takes += 1
         path = self.tmp_path / f"take{self.takes}.npy"
         report = self.cmd(f"stop {path}")
-        return np.load(path)[:, 0], report
+        return np.load(path), report
+
+    def follow(self, prefix: str) -> None:
+        """Connect output ports ``PREFIX<N>`` to input N mod channels + 1 whenever they are (re)registered."""
+        self.cmd(f"follow {prefix}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -121,3 +134,65 @@ def portaudio_client_name() -> str:
 def our_ports(cap: CaptureProcess, kind: str) -> list[str]:
     """This process's PortAudio ports of *kind* (``out`` or ``in``)."""
     return cap.ports(f"^{portaudio_client_name()}:{kind}_")
+
+
+class LivehostRun:
+    """``livehost run PROJECT --headless [extra...]`` in its own process group,
+    as a performer starts it; its JSON log lines go to a file."""
+
+    def __init__(self, project: Path, *extra: str, env: dict | None = None, exit_s: float = 2.0,
+                 start_s: float = 60.0) -> None:
+        self.log_path = project.parent / f"{project.name}-livehost.log"
+        self.exit_s, self.start_s = exit_s, start_s
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([*LIVEHOST_RUN, str(project), "--headless", *extra], cwd=ROOT,
+                                         env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # what libraries print themselves
+                continue
+        return out
+
+    def messages(self, text: str) -> list[dict]:
+        return [r for r in self.records() if text in r["message"]]
+
+    def wait_for(self, text: str, timeout_s: float | None = None, count: int = 1) -> dict:
+        """The *count*-th log record containing *text*, once there is one."""
+        wait_for(lambda: len(self.messages(text)) >= count or self.proc.poll() is not None,
+                 self.start_s if timeout_s is None else timeout_s, 0.01)
+        found = self.messages(text)
+        assert len(found) >= count, f"livehost ({self.proc.poll()}) logged no {text!r}:\n{self.log_path.read_text()}"
+        return found[count - 1]
+
+    def terminate(self, how: signal.Signals = signal.SIGTERM) -> float:
+        """Send *how* (SIGINT to the process group, as Ctrl-C in a terminal does); return how long it
+        took to exit, which it must do with status 0."""
+        sent = time.monotonic()
+        if how == signal.SIGINT:
+            os.killpg(self.proc.pid, how)
+        else:
+            self.proc.send_signal(how)
+        try:
+            code = self.proc.wait(self.exit_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"livehost did not exit within {self.exit_s} s of {how.name}:\n"
+                                 f"{self.log_path.read_text()}") from None
+        assert code == 0, self.log_path.read_text()
+        return time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the compile worker too
+        self.proc.wait()
+
+
+def save(path: Path, text: str) -> float:
+    """Save *text* as an editor does (a temp file renamed over *path*); return when it was saved."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return time.time()

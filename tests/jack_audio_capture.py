@@ -13,13 +13,14 @@ Protocol: one command per line on stdin, one JSON object per line on stdout.
 * ``connect SRC DST``     -> ``{"ok": true}``
 * ``ports REGEX``         -> ``{"ports": [names]}``
 * ``follow PREFIX``       -> from now on, output ports named ``PREFIX<N>`` are
-  connected to input *N* + 1 as soon as they are registered (a client that
-  reopens its ports is heard again at once); ``{"ok": true}``
+  connected to input *N* mod channels + 1 as soon as they are registered (a
+  client that reopens its ports is heard again at once); ``{"ok": true}``
 * ``start``               -> clears counters, starts recording; ``{"ok": true}``
 * ``stop PATH``           -> stops, saves the samples (frames x N float32 .npy)
-  to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time"}``
-  (``time.time()`` when the first recorded cycle began: frame *k* of the take
-  was played about *k* / rate seconds later)
+  to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time",
+  "first_cycle_frame"}`` (``time.time()`` when the first recorded cycle began:
+  frame *k* of the take was played about *k* / rate seconds later; and that
+  cycle's JACK frame time, the clock of the MIDI capture's frames)
 * ``quit``                -> closes the client and exits
 """
 
@@ -69,9 +70,9 @@ class Capture:
             name = self._registered.get()
             prefix = self.follow_prefix
             match = prefix is not None and re.fullmatch(re.escape(prefix) + r"(\d+)", name)
-            if match and int(match.group(1)) < len(self.inputs):
-                try:
-                    self.client.connect(name, self.inputs[int(match.group(1))])
+            if match:
+                try:  # PortAudio numbers the ports of each new stream on from the last: modulo the inputs
+                    self.client.connect(name, self.inputs[int(match.group(1)) % len(self.inputs)])
                 except jack.JackError:  # gone again already
                     pass
 
@@ -79,13 +80,14 @@ class Capture:
         self.frames = self.cycles = self.xruns = self.late_cycles = 0
         self.max_gap_s = 0.0
         self.last_cycle_s = None
-        self.first_cycle_time = None
+        self.first_cycle_time = self.first_cycle_frame = None
 
     def _process(self, frames: int) -> None:
         now = time.monotonic()
         if self.recording and self.first_cycle_time is None:
             # the cycle's start on the wall clock: its frame time back to now
             self.first_cycle_time = time.time() - self.client.frames_since_cycle_start / self.sample_rate
+            self.first_cycle_frame = self.client.last_frame_time
         n = frames
         self.output.get_array()[:] = 0.5 * np.sin(self.sine_step * (self.sine_frame + np.arange(n)))
         self.sine_frame += n
@@ -109,7 +111,7 @@ class Capture:
     def report(self) -> dict:
         return {"frames": self.frames, "cycles": self.cycles, "xruns": self.xruns,
                 "late_cycles": self.late_cycles, "max_gap_ms": round(self.max_gap_s * 1e3, 3),
-                "first_cycle_time": self.first_cycle_time}
+                "first_cycle_time": self.first_cycle_time, "first_cycle_frame": self.first_cycle_frame}
 
 
 def main() -> None:
@@ -132,7 +134,7 @@ def main() -> None:
             say({"ok": True})
         elif cmd == "follow":
             cap.follow_prefix = rest[0]
-            for port in cap.client.get_ports(re.escape(rest[0]) + r"\d+$", is_output=True):  # already there
+            for port in cap.client.get_ports(re.escape(rest[0]) + "[0-9]+$", is_output=True):  # already there (POSIX regex)
                 cap._registered.put(port.name)
             say({"ok": True})
         elif cmd == "ports":

@@ -10,24 +10,21 @@ whose time stamps give the recovery times (the issue's bound is 2 s).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import CaptureProcess, stuck_notes, wait_for
+from helpers import CaptureProcess, LivehostRun, stuck_notes, wait_for
 from jack_midi_capture import Capture
 
 pytestmark = pytest.mark.jack
 
-LIVEHOST = [sys.executable, "-m", "host.cli", "--log-format", "json", "run"]
 JACKD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 SAMPLE_RATE = 48000
 RECOVERY_S = 2.0  # the issue's bound: playing again within 2 s of the server's return
@@ -181,62 +178,13 @@ def jack_server(monkeypatch, tmp_path):
         server.stop()
 
 
-class Livehost:
-    """``livehost run --headless`` in its own process group, its JSON log lines in a file."""
-
-    def __init__(self, project: Path, runtime: str, server: PrivateJack) -> None:
-        self.log_path = project.parent / f"{project.name}-livehost.log"
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([*LIVEHOST, str(project), "--headless", "--runtime", runtime],
-                                         env=server.env, stdout=subprocess.DEVNULL, stderr=log,
-                                         start_new_session=True)
-
-    def records(self) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # what libraries print themselves
-                continue
-        return out
-
-    def messages(self, text: str) -> list[dict]:
-        return [r for r in self.records() if text in r["message"]]
-
-    def wait_for(self, text: str, timeout_s: float = START_S) -> dict:
-        """The first log record containing *text*, once there is one."""
-        wait_for(lambda: self.messages(text) or self.proc.poll() is not None, timeout_s, 0.01)
-        assert self.messages(text), f"livehost exited ({self.proc.returncode}):\n{self.log_path.read_text()}"
-        return self.messages(text)[0]
-
-    def terminate(self, how: signal.Signals = signal.SIGTERM) -> float:
-        """Send *how* (SIGINT to the process group, as Ctrl-C in a terminal does); return how long it
-        took to exit, which it must do with status 0."""
-        sent = time.monotonic()
-        if how == signal.SIGINT:
-            os.killpg(self.proc.pid, how)
-        else:
-            self.proc.send_signal(how)
-        try:
-            code = self.proc.wait(EXIT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"livehost did not exit within {EXIT_S} s of {how.name}:\n{self.log_path.read_text()}")
-        assert code == 0, self.log_path.read_text()
-        return time.monotonic() - sent
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the compile worker too
-        self.proc.wait()
-
-
 @pytest.fixture
 def livehost():
     """Start ``livehost run`` (project, runtime, server); every one started is gone at the end."""
-    started: list[Livehost] = []
+    started: list[LivehostRun] = []
 
-    def run(project: Path, runtime: str, server: PrivateJack) -> Livehost:
-        started.append(Livehost(project, runtime, server))
+    def run(project: Path, runtime: str, server: PrivateJack) -> LivehostRun:
+        started.append(LivehostRun(project, "--runtime", runtime, env=server.env, exit_s=EXIT_S))
         return started[-1]
 
     try:

@@ -42,11 +42,12 @@ def midi(s, ctx, ev):
 '''
 
 
-def _build(base: Path, name: str, patch: str | None = None, source: str = "sequencer") -> Program:
+def _build(base: Path, name: str, patch: str | None = None, source: str = "sequencer", toml_head: str = "") -> Program:
     path = base / name
     shutil.copytree(ROOT / "examples" / source, path, ignore=shutil.ignore_patterns(".livehost"))
     if patch is not None:
         (path / "patch.py").write_text(patch)
+    (path / "livehost.toml").write_text(toml_head + (path / "livehost.toml").read_text())
     return Program.from_compiled(compile_project(path))
 
 
@@ -55,7 +56,8 @@ def programs(tmp_path_factory):
     base = tmp_path_factory.mktemp("midi")
     seq = _build(base, "seq")
     swapped = (ROOT / "examples/sequencer/patch.py").read_text().replace("[36, 38, 42, 38]", "[60, 62, 64, 65]")
-    return {"sequencer": seq, "sequencer2": _build(base, "seq2", swapped), "drone": _build(base, "drone", DRONE)}
+    return {"sequencer": seq, "sequencer2": _build(base, "seq2", swapped), "drone": _build(base, "drone", DRONE),
+            "sequencer2_on_bar": _build(base, "seq2bar", swapped, toml_head='swap_on = "bar"\nbeats_per_bar = 3\n')}
 
 
 def _runtime(**settings) -> MidiRuntime:
@@ -190,6 +192,26 @@ def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
     # the new kernel never sends NoteOff for the old notes: they end at the swap itself
     first_new = next(i for i, (_, d) in enumerate(events) if len(d) == 3 and d[0] == 0x99 and d[1] >= 60)
     assert stuck_notes(d for _, d in events[:first_new]) == set()
+
+
+def test_with_swap_on_bar_the_new_program_starts_on_the_first_tick_of_a_bar(programs):
+    with Capture("cap") as cap:
+        rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)  # 200 frames per tick, 72 ticks per 3-beat bar
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        wait_for(lambda: rt.stats()["ticks"] > 80)  # into the second bar
+        asked_at = rt.stats()["ticks"]
+        rt.load(programs["sequencer2_on_bar"])  # returns once the swap took place
+        _wait_ticks(rt, asked_at + 80)
+        rt.close()
+        events = cap.stop()
+    start = events[0][0]
+    assert events[0][1] == START
+    ons = [((f - start) // 200, d[1]) for f, d in events if len(d) == 3 and d[0] == 0x99]
+    first_new = next(tick for tick, note in ons if note >= 60)
+    assert all(note < 60 for tick, note in ons if tick < first_new)
+    print(f"\nswap asked at tick {asked_at}, the new program's first note at tick {first_new}")
+    assert first_new % 72 == 0 and first_new > asked_at  # the next bar's first tick, not the next tick
+    _assert_no_stuck_note(events)
 
 
 def test_a_live_channel_change_ends_the_notes_on_the_old_channel(programs):

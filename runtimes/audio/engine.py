@@ -90,6 +90,7 @@ SLOTS_DTYPE = np.dtype(
         ("swap_rows", "i8"),
         ("swap_tag", "i8"),  # the new program's layout tag (state writes addressed to it wait for it)
         ("swap_src_tag", "i8"),  # the layout the carry table reads from: no carry from another
+        ("swap_every", "f8"),  # beats: the swap takes over on the transport's next multiple of it; 0: next block
         # the program to fall back to if the new one faults (the one playing when the swap was asked)
         ("swap_fb_seq", "i8"), ("swap_fb_kernel", "i8"), ("swap_fb_state", "i8"), ("swap_fb_bytes", "i8"),
         ("swap_fb_tag", "i8"),
@@ -273,11 +274,37 @@ def _drain_controls(s, stop_tag):
 
 
 @_jit
-def _take_requests(s):
-    """Answer close, control and swap requests at a block boundary.
+def _beat_at(s, at_ns):
+    """The transport's beat and tempo at monotonic *at_ns*."""
+    row = s.transport_index
+    acquire_fence()
+    tempo_bpm = s.transport[row, 0]
+    return s.transport[row, 1] + (at_ns - s.transport[row, 2]) * tempo_bpm / 60e9, tempo_bpm
+
+
+@_jit
+def _frames_to_swap(s, start_ns):
+    """Frames from this callback's start to the frame where the pending swap takes over.
+
+    That is the first frame whose beat reaches the next multiple of
+    ``swap_every`` beats (0: at once; also when nothing plays yet).
+    """
+    every = s.swap_every
+    if every <= 0.0 or s.newest < 0:
+        return 0
+    beat, tempo_bpm = _beat_at(s, start_ns)
+    boundary = np.ceil(beat / every) * every
+    return max(np.int64(np.ceil((boundary - beat) * 60.0 * s.sample_rate / tempo_bpm)), 0)
+
+
+@_jit
+def _take_requests(s, start_ns, frame_count):
+    """Answer close, control and swap requests at the callback's start.
 
     Writes pushed before a swap land in the state they were addressed to,
     then the swap carries them; writes for the new layout wait for it.
+    Returns the frame where a pending swap takes over later in this
+    callback (it lands on a beat or bar), or -1.
     """
     if s.close_seq != s.close_ack and not s.closing:
         s.closing = 1
@@ -285,16 +312,19 @@ def _take_requests(s):
         _fade_all_out(s, s.fade_frames)
     swap = s.swap_seq != s.swap_ack and not s.closing
     _drain_controls(s, s.swap_tag if swap else 0)
-    if swap and _take_swap(s):
-        _drain_controls(s, 0)
+    if not swap:
+        return -1
+    at = _frames_to_swap(s, start_ns)
+    if at == 0:
+        if _take_swap(s):
+            _drain_controls(s, 0)
+        return -1
+    return at if at < frame_count else -1
 
 
 @_jit
-def _fill_context(s, frames, start_ns):
-    row = s.transport_index
-    acquire_fence()
-    tempo_bpm = s.transport[row, 0]
-    beat = s.transport[row, 1] + (start_ns - s.transport[row, 2]) * tempo_bpm / 60e9
+def _fill_context(s, frames, at_ns):
+    beat, tempo_bpm = _beat_at(s, at_ns)
     fill_context(carray(as_voidptr(s.ctx), 1, CTX_DTYPE), frames, s.blocks, s.frames, beat, tempo_bpm)
 
 
@@ -429,16 +459,22 @@ def _record_timing(s, start_ns, end_ns, frames, status_flags):
 
 @_jit
 def _play(s, slots_address, in_address, out_address, frame_count, start_ns):
-    """Take requests, then play *frame_count* frames in blocks of at most ``max_frames``."""
-    _take_requests(s)
-    done = 0
+    """Take requests, then play *frame_count* frames in blocks of at most ``max_frames``;
+    a swap due on a beat or bar within them splits the block at that frame."""
+    frame_count = np.int64(frame_count)
+    split = _take_requests(s, start_ns, frame_count)
+    done = np.int64(0)
     while done < frame_count:
-        n = min(frame_count - done, s.max_frames)
+        end = split if done < split else frame_count
+        n = min(end - done, s.max_frames)
         block_in = s.silence_in
         if in_address != 0 and s.channels_in > 0:
             block_in = in_address + done * s.channels_in * 4
-        _render(s, slots_address, block_in, out_address + done * s.channels_out * 4, n, start_ns)
+        at_ns = start_ns + np.int64(done * 1e9 / s.sample_rate)
+        _render(s, slots_address, block_in, out_address + done * s.channels_out * 4, n, at_ns)
         done += n
+        if done == split and _take_swap(s):
+            _drain_controls(s, 0)
     if s.snap_seq != s.snap_ack:
         _answer_snapshot(s)
 
@@ -548,11 +584,13 @@ class NativeEngine:
         s[field] = seq
         return seq
 
-    def request_swap(self, program: Program, state: np.ndarray, table: np.ndarray) -> int:
+    def request_swap(self, program: Program, state: np.ndarray, table: np.ndarray, every_beats: float = 0.0) -> int:
         """Ask for *program* playing *state* from the next block; return the seq to wait for.
 
         *table* carries fields from the newest playing state into *state*
         (``program.layout.carry_table(newest_layout)``; empty for the first).
+        With *every_beats*, it takes over at the exact frame where the
+        transport reaches the next multiple of that many beats.
         """
         s = self.slots[0]
         table = np.ascontiguousarray(table, np.int64).reshape(-1, 3)
@@ -568,6 +606,7 @@ class NativeEngine:
         s["swap_state"], s["swap_bytes"] = state.ctypes.data, state.nbytes
         s["swap_table"], s["swap_rows"] = table.ctypes.data, table.shape[0]
         s["swap_tag"] = program.layout.tag
+        s["swap_every"] = every_beats
         return self._publish("swap_seq")
 
     def request_close(self) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
@@ -398,8 +399,10 @@ class AudioRuntime(BaseRuntime):
         engine = self._engine
         self._publish_transport(engine)
         state = program.layout.defaults()
-        seq = engine.request_swap(program, state, program.layout.carry_table(engine.newest()[0].layout))
-        if not self._answered(self._stream, lambda: engine.acked("swap", seq)):
+        every = swap_every_beats(program.config)
+        seq = engine.request_swap(program, state, program.layout.carry_table(engine.newest()[0].layout), every)
+        wait_s = every * 60.0 / self.transport.tempo_bpm  # a swap on the next beat or bar waits for it
+        if not self._answered(self._stream, lambda: engine.acked("swap", seq), extra_s=wait_s):
             raise RuntimeInitError("audio: the stream stopped calling back; could not swap programs "
                                    "(is the JACK server or the device still there?)")
         engine.release_finished()
@@ -557,7 +560,7 @@ class AudioRuntime(BaseRuntime):
         now_ns = time.monotonic_ns()
         engine.set_transport(self.transport.tempo_bpm, self.transport.beat_at(self.transport.clock.now_ns()), now_ns)
 
-    def _answered(self, stream: _Stream, answer, poll_s: float | None = None) -> bool:
+    def _answered(self, stream: _Stream, answer, poll_s: float | None = None, extra_s: float = 0.0) -> bool:
         """Wait (off the audio thread) until *answer()* holds.
 
         Not for a stream that is lost, nor while close() waits for an attempt
@@ -566,7 +569,8 @@ class AudioRuntime(BaseRuntime):
         def done() -> bool:
             return answer() or self._stop.is_set() and not self.closed or not _askable(stream)
 
-        wait_until(done, ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0, poll_s or self._poll_s)
+        wait_until(done, ANSWER_TIMEOUT_S + float(self.settings["crossfade_ms"]) / 1000.0 + extra_s,
+                   poll_s or self._poll_s)
         return answer()
 
 

@@ -40,6 +40,7 @@ from numba import carray, types
 from compiler_bridge.abi import (CTX_DTYPE, EVENT_CAPACITY, EVENT_HEADER_CHANNEL, EVENT_HEADER_COUNT,
                                  acquire_fence, as_voidptr, call_kernel, carry_state, fill_context, native_function,
                                  new_context, new_events, prefault, release_fence)
+from compiler_bridge.config import swap_every_beats
 from compiler_bridge.program import Program
 from compiler_bridge.state import StateLayout
 
@@ -99,6 +100,7 @@ PROGRAM_DTYPE = np.dtype(
         ("carry", "i8"), ("carry_rows", "i8"),  # int64 (rows, 3) copy table from the previous program
         ("controls", "i8"),  # int64 (CONTROL_ROWS, 2) [byte offset, kind]; offset -1 = unmapped; swapped by pointer
         ("failed", "i8"),  # the kernel raised: it is not called again
+        ("swap_every", "i8"),  # ticks: it takes over at the first tick on a multiple of this many; 0: any
     ],
     align=True,
 )
@@ -235,6 +237,10 @@ def _swap_if_pending(sl, out_buffer, offset):
         return
     new = _program(pending)
     _drain_controls(sl, new.tag)
+    if sl.program != 0 and new.swap_every > 1:  # a swap on the beat or bar: the first tick at or after it
+        at = sl.beat_origin * sl.ppqn + sl.next_tick  # the transport's position in ticks
+        if np.floor(at / new.swap_every) == np.floor((at - 1.0) / new.swap_every):
+            return
     if sl.program != 0:
         old = _program(sl.program)
         src = carray(as_voidptr(old.state), old.state_bytes, np.uint8)
@@ -556,6 +562,7 @@ class ProgramBlock:
         r["state"], r["state_bytes"], r["tag"] = state.ctypes.data, state.nbytes, program.layout.tag
         r["carry"], r["carry_rows"] = self.carry.ctypes.data, self.carry.shape[0]
         r["controls"] = self.tables[0].ctypes.data
+        r["swap_every"] = round(swap_every_beats(program.config) * settings["ppqn"])
 
     @property
     def address(self) -> int:

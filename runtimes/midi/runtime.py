@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from compiler_bridge.abi import acquire_fence
+from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
@@ -248,7 +249,8 @@ class MidiRuntime(BaseRuntime):
             self._held = (program, program.layout.carry(old_program.layout, old_state))
         elif self.path is None or self._start_by is not None:
             self.engine.swap(program, self.settings, timeout_s=0.0)  # taken at the first tick on the new server
-        elif not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5):
+        elif not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5 +
+                                  swap_every_beats(program.config) * 60.0 / self.transport.tempo_bpm):
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
             return
         if self._recovery.waiting:

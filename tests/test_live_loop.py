@@ -1,0 +1,305 @@
+"""The live loop as a performer plays it: ``livehost run --headless`` in its
+own process, saves through a temp file and a rename, a JACK capture client in
+another process listening.
+
+What is asserted is what the capture heard (pitch, markers, MIDI bytes with
+their frames), never how long something took.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import CaptureProcess, LivehostRun, save, stuck_notes, wait_for
+from jack_midi_capture import Capture
+
+pytestmark = pytest.mark.jack
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 48000
+PLAYING = "Successfully initialized runtime: "
+CLOCK, NOTE_ON = 0xF8, 0x90
+
+
+def _pitch_hz(x: np.ndarray) -> float:
+    """The frequency of a clean sine: upward zero crossings, placed between samples."""
+    up = np.flatnonzero((x[:-1] < 0) & (x[1:] >= 0))
+    assert len(up) >= 10, "no sine in the take"
+    t = up + x[up] / (x[up] - x[up + 1])  # linear interpolation of each crossing
+    return (len(t) - 1) * RATE / (t[-1] - t[0])
+
+
+def _default(project: Path, name: str):
+    """The default of state field *name* in the project's compiled config."""
+    try:
+        compiled = json.loads((project / ".livehost" / "compiled.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return next(f["default"] for f in compiled["state"] if f["name"] == name)
+
+
+def _follow_livehost(cap: CaptureProcess, before: set[str]) -> None:
+    """Have *cap* hear the PortAudio client that appeared after *before* (livehost's), at once and
+    again whenever it reopens its ports."""
+    found: list[str] = []
+
+    def appeared() -> bool:
+        found[:] = [p for p in cap.ports(r"^PortAudio[^:]*:out_0$") if p not in before]
+        return bool(found)
+
+    wait_for(appeared, 60, 0.05)
+    cap.follow(found[0].removesuffix("0"))
+
+
+def _portaudio_ports(cap: CaptureProcess) -> set[str]:
+    return set(cap.ports(r"^PortAudio[^:]*:out_0$"))
+
+
+@pytest.fixture
+def rig(tmp_path):
+    """Start ``livehost run`` on a project and a two-channel capture that follows it; end both."""
+    started: list = []
+
+    def start(project: Path) -> tuple[LivehostRun, CaptureProcess]:
+        cap = CaptureProcess(2, tmp_path)
+        started.append(cap)
+        before = _portaudio_ports(cap)
+        lh = LivehostRun(project, exit_s=5.0)
+        started.append(lh)
+        lh.wait_for(PLAYING + "audio")
+        _follow_livehost(cap, before)
+        return lh, cap
+
+    try:
+        yield start
+    finally:
+        for thing in reversed(started):
+            thing.kill() if isinstance(thing, LivehostRun) else thing.close()
+
+
+def _take(cap: CaptureProcess, seconds: float) -> tuple[np.ndarray, dict]:
+    cap.start()
+    time.sleep(seconds)
+    return cap.stop_all()
+
+
+# --- edits ---------------------------------------------------------------------
+
+
+def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_the_last_of_a_burst_plays(
+        project, rig):
+    sine = project("sine")
+    patch = sine / "patch.py"
+    source = patch.read_text()
+    lh, cap = rig(sine)
+    before, _ = _take(cap, 0.3)
+
+    save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0"))  # a default: nothing recompiles
+    lh.wait_for("Swapped program", timeout_s=30)
+    time.sleep(0.1)
+    default, _ = _take(cap, 0.3)
+    assert lh.messages("defaults or settings only: its build served")
+
+    broken = source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("s.phase += step", "s.phase += step +")
+    save(patch, broken)
+    error = lh.wait_for("Compile failed", timeout_s=30)["message"]
+    line = broken.splitlines().index("        s.phase += step +") + 1
+    assert f"patch.py:{line}: SyntaxError" in error and "still playing: audio" in error
+    still, _ = _take(cap, 0.3)
+
+    save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("step = 2.0 *", "step = 3.0 *"))
+    lh.wait_for("Swapped program", timeout_s=30, count=2)
+    time.sleep(0.1)
+    code, _ = _take(cap, 0.3)
+
+    burst = [300.0 + 10.0 * k for k in range(20)]  # 20 saves within 200 ms
+    for freq in burst:
+        save(patch, source.replace("freq_hz = 440.0", f"freq_hz = {freq}"))
+        time.sleep(0.01)
+    wait_for(lambda: _default(sine, "freq_hz") == burst[-1], 30, 0.05)  # the last save compiled ...
+    time.sleep(0.5)  # ... and handed to the host
+    last, _ = _take(cap, 0.3)
+    lh.terminate()
+
+    pitches = [_pitch_hz(x[:, 0]) for x in (before, default, still, code, last)]
+    print(f"\npitches heard: {[round(p, 2) for p in pitches]}")
+    assert pitches == pytest.approx([440.0, 660.0, 660.0, 990.0, burst[-1]], abs=0.5)
+    # nothing audible changed at the broken save: a continuous sine (no jump bigger than its own step)
+    step = 0.2 * 2 * np.pi * 660.0 / RATE
+    assert np.abs(np.diff(still[:, 0])).max() <= step * 1.05
+
+
+# --- runtime switches ------------------------------------------------------------
+
+SWITCH_PATCH = '''\
+"""The note of the step as a sine (audio), or played as MIDI notes that advance the step."""
+
+import math
+
+from compiler_bridge.api import note_off, note_on
+
+
+class State:
+    step = 0
+    phase = 0.0
+
+
+def audio(s, ctx, inp, out):
+    freq = 440.0 * 2.0 ** ((60 + s.step % 24 - 69) / 12.0)
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.2 * math.sin(s.phase)
+        s.phase = (s.phase + 2.0 * math.pi * freq / ctx.sample_rate) % (2.0 * math.pi)
+
+
+def midi(s, ctx, ev):
+    t = ctx.tick % 6
+    if t == 0:
+        s.step += 1
+        note_on(ev, 60 + s.step % 24, 90)
+    elif t == 3:
+        note_off(ev, 60 + s.step % 24)
+'''
+
+SWITCH_TOML = '''\
+selected_runtime = {selected}
+tempo_bpm = 240.0
+
+[[runtime_settings]]
+runtime = "audio"
+
+[[runtime_settings]]
+runtime = "midi"
+connect_to = "llcap:in"
+'''
+
+
+def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_carried(tmp_path, rig):
+    proj = tmp_path / "switch"
+    proj.mkdir()
+    (proj / "patch.py").write_text(SWITCH_PATCH)
+    (proj / "livehost.toml").write_text(SWITCH_TOML.format(selected=0))
+    with Capture("llcap") as midi_cap:
+        lh, cap = rig(proj)
+        cap.start()
+        for k in range(1, 6):
+            save(proj / "livehost.toml", SWITCH_TOML.format(selected=1))
+            lh.wait_for(PLAYING + "midi", timeout_s=30, count=k)
+            time.sleep(0.6)
+            save(proj / "livehost.toml", SWITCH_TOML.format(selected=0))
+            lh.wait_for(PLAYING + "audio", timeout_s=30, count=k + 1)
+            time.sleep(0.6)
+        x, report = cap.stop_all()
+        lh.terminate()
+        events = midi_cap.stop()
+    compiled = lh.messages("Compiled")
+    assert len(compiled) == 11 and all("build served" in m["message"] for m in compiled[1:])  # nothing recompiled
+
+    audio = x[:, 0]
+    loud_blocks = np.flatnonzero(np.abs(audio).reshape(-1, 256).max(axis=1) > 1e-3)
+    print("DEBUG loud blocks", loud_blocks[:5], loud_blocks[-5:], len(audio) // 256, report,
+          [f - report["first_cycle_frame"] for f, d in events[:3]], [f - report["first_cycle_frame"] for f, d in events[-3:]])
+    data = [d for _, d in events]
+    assert stuck_notes(data) == set()  # every NoteOn has its NoteOff
+    # no clock byte while audio above -60 dBFS sounds (the block around each byte, on JACK's frame clock)
+    loud = []
+    for frame, d in events:
+        if d == [CLOCK]:
+            k = frame - report["first_cycle_frame"]
+            if 0 <= k < len(audio) and np.abs(audio[max(k - 256, 0):k + 256]).max() > 1e-3:
+                loud.append(frame)
+    assert loud == [], f"clock bytes over sounding audio at frames {loud[:5]}"
+    # state carried both ways: each MIDI run goes on from the step the last one reached, and the
+    # audio between them plays that step's note
+    ons = [(f, d[1]) for f, d in events if len(d) == 3 and d[0] & 0xF0 == NOTE_ON and d[2] > 0]
+    runs: list[list[tuple[int, int]]] = []
+    for f, note in ons:
+        if not runs or f - runs[-1][-1][0] > RATE // 2:  # more than half a second apart: another run
+            runs.append([])
+        runs[-1].append((f, note))
+    assert len(runs) == 5, [len(r) for r in runs]
+    for a, b in zip(runs, runs[1:]):
+        assert (b[0][1] - 60) % 24 == (a[-1][1] - 60 + 1) % 24, (a[-1], b[0])
+        k0 = a[-1][0] - report["first_cycle_frame"] + RATE // 4  # the audio between the two runs
+        k1 = b[0][0] - report["first_cycle_frame"] - RATE // 8
+        heard = _pitch_hz(audio[k0:k1])
+        expected = 440.0 * 2.0 ** ((a[-1][1] - 69) / 12.0)
+        assert heard == pytest.approx(expected, rel=1e-3), (heard, expected)
+    print(f"\nswitches: 5 round trips, {len(ons)} notes, notes per MIDI run {[len(r) for r in runs]}, "
+          f"capture xruns {report['xruns']}")
+
+
+# --- swaps on the bar --------------------------------------------------------------
+
+BAR_PATCH = '''\
+class State:
+    level = {level!r}
+
+
+def audio(s, ctx, inp, out):
+    d = ctx.tempo_bpm / 60.0 / ctx.sample_rate
+    for i in range(out.shape[0]):
+        out[i, 0] = s.level
+        out[i, 1] = ((ctx.beat + i * d) % 4.0) / 4.0  # where in its bar this frame is (0 to 1)
+'''
+
+BAR_TOML = '''\
+tempo_bpm = 240.0
+swap_on = "{swap_on}"
+beats_per_bar = 4
+
+[[runtime_settings]]
+runtime = "audio"
+crossfade_ms = 0.0
+'''
+
+
+def _takeover(x: np.ndarray, level: float) -> tuple[int, float, float]:
+    """The first frame at *level*, and where in the bar the frame before it and it are."""
+    j = int(np.flatnonzero(np.abs(x[:, 0] - level) < 1e-6)[0])
+    assert j > 0 and np.all(np.abs(x[j:, 0] - level) < 1e-6)
+    return j, float(x[j - 1, 1]), float(x[j, 1])
+
+
+def _on_the_bar(j: int, before: float, at: float, d: float) -> bool:
+    """Whether the bar began exactly at frame *j*: its position wrapped between the frame
+    before and it, and *j* is the bar's first frame (a cycle's first frame takes the
+    transport's beat anew, so there only the wrap is asked)."""
+    return at < before and (at * 4.0 < d + 1e-5 or j % 256 == 0)
+
+
+def test_with_swap_on_bar_a_save_takes_over_at_the_bar_frame(tmp_path, rig):
+    proj = tmp_path / "bar"
+    proj.mkdir()
+    (proj / "patch.py").write_text(BAR_PATCH.format(level=0.1))
+    (proj / "livehost.toml").write_text(BAR_TOML.format(swap_on="bar"))
+    lh, cap = rig(proj)
+    d = 240.0 / 60.0 / RATE  # beats per frame
+    landed = []
+    for k, level in enumerate((0.2, 0.3, 0.4), start=1):
+        cap.start()
+        time.sleep(0.1)
+        save(proj / "patch.py", BAR_PATCH.format(level=level))
+        lh.wait_for("Swapped program", count=k, timeout_s=30)  # logged once the swap took place
+        time.sleep(0.1)
+        x, _ = cap.stop_all()
+        landed.append(_takeover(x, level))
+    # the control: the same save with swap_on = "block" takes over wherever the block is
+    save(proj / "livehost.toml", BAR_TOML.format(swap_on="block"))
+    lh.wait_for("Swapped program", count=4, timeout_s=30)
+    cap.start()
+    time.sleep(0.1)
+    save(proj / "patch.py", BAR_PATCH.format(level=0.5))
+    lh.wait_for("Swapped program", count=5, timeout_s=30)
+    time.sleep(0.1)
+    x, _ = cap.stop_all()
+    control = _takeover(x, 0.5)
+    lh.terminate()
+
+    print(f"\nswap_on bar: (frame, bar position before, at) {landed}; swap_on block: {control}")
+    assert all(_on_the_bar(*take, d) for take in landed)
+    assert not _on_the_bar(*control, d)  # off the bar: the check can fail
