@@ -224,3 +224,62 @@ def test_a_killed_host_leaves_no_worker_and_no_compile_behind(project):
     from compiler_bridge.compile import TEST_RUN_TIMEOUT_S
 
     wait_for(lambda: gone(worker_pid) and gone(child), TEST_RUN_TIMEOUT_S / 2)
+
+
+def _numba_cache(build: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (build / "__pycache__").iterdir() if p.suffix in (".nbi", ".nbc")}
+
+
+def test_saves_of_defaults_or_settings_reuse_the_build_and_compile_nothing(project):
+    sine = project("sine")
+    patch, toml = sine / "patch.py", sine / "livehost.toml"
+    source = patch.read_text()
+    first = compile_project(sine)
+    build = Path(first["build_dir"])
+    cache = _numba_cache(build)
+    assert not first["reused_build"] and cache
+
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660.0"))
+    default = compile_project(sine)
+    toml.write_text(toml.read_text().replace("crossfade_ms = 10.0", "crossfade_ms = 25.0"))
+    settings = compile_project(sine)
+    for compiled in (default, settings):
+        assert compiled["reused_build"] and (compiled["build"], compiled["entry"]) == (first["build"], first["entry"])
+        assert compiled["source_hash"] != first["source_hash"]
+    assert _numba_cache(build) == cache  # nothing was compiled, nothing written
+    assert [f["default"] for f in default["state"]][0] == 660.0
+    assert settings["config"]["runtime_settings"][0]["crossfade_ms"] == 25.0
+
+    # a default of another type is another state layout: the same build, entry points of their own
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660"))
+    retyped = compile_project(sine)
+    assert retyped["build"] == first["build"] and retyped["entry"] != first["entry"] and not retyped["reused_build"]
+    # any change to the code, a comment included, is a new build
+    patch.write_text(source + "# a comment\n")
+    edited = compile_project(sine)
+    assert edited["build"] != first["build"] and not edited["reused_build"]
+
+
+def test_defaults_that_other_code_reads_are_code(project):
+    sine = project("sine")
+    patch = sine / "patch.py"
+    source = patch.read_text() + "\nTWICE = State.freq_hz * 2.0  # a global the kernels could read, frozen\n"
+    patch.write_text(source)
+    first = compile_project(sine)
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660.0"))
+    assert compile_project(sine)["build"] != first["build"]
+
+
+def test_a_bad_default_on_a_reused_build_is_still_caught_by_the_bounds_checked_run(project):
+    sine = project("sine")
+    patch = sine / "patch.py"
+    source = SINE_HEAD.replace("    freq_hz = 440.0\n", "    freq_hz = 440.0\n    notes = array([1.0, 2.0])\n"
+                               "    pick = 0\n") + "def audio(s, ctx, inp, out):\n    out[0, 0] = s.notes[s.pick]\n"
+    patch.write_text("from compiler_bridge.api import array\n" + source)
+    first = compile_project(sine)
+    patch.write_text("from compiler_bridge.api import array\n" + source.replace("pick = 0", "pick = 5"))
+    with pytest.raises(PatchError) as info:
+        compile_project(sine)
+    assert ":11: audio() raised IndexError" in str(info.value)  # the kernel (numba tells no line)
+    assert "in the test run" in str(info.value)
+    assert read_compiled(sine)["source_hash"] == first["source_hash"]  # the last good one stays
