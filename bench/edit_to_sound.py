@@ -43,7 +43,7 @@ RATE = 48000
 MIDI_CAPTURE = "lhbench-midi"
 MARK = 0.0001  # the marker channel carries MARK * freq_hz * factor
 START_S = 120.0  # a first start compiles the engines and the patch
-WARM_S = 6.0  # after its first compile the worker warms itself up (one more compile): saves wait for it
+WARM_SAVES = 3
 
 PATCH = '''\
 """A sine at freq_hz; the second channel says which program plays."""
@@ -138,10 +138,10 @@ class Rig:
                                      stdin=subprocess.DEVNULL)
         log.close()
 
-    def wait_log(self, text: str, after: int = 0, timeout_s: float = START_S) -> None:
+    def wait_log(self, text: str, after: int = 0, timeout_s: float = START_S, count: int = 1) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if text in self.log_path.read_text()[after:]:
+            if self.log_path.read_text()[after:].count(text) >= count:
                 return
             if self.proc.poll() is not None:
                 raise SystemExit(f"livehost run exited ({self.proc.returncode}); log: {self.log_path.read_text()[-2000:]}")
@@ -211,7 +211,10 @@ def main() -> None:
             rig = Rig(work, stack)
             rig.start()
             rig.wait_log("Successfully initialized runtime: audio")
-            time.sleep(WARM_S)
+            for k in range(WARM_SAVES):  # the worker warms itself up after its first compile: not measured
+                rig.save_patch(freq=430.0 - k)
+                rig.wait_log("Compiled", count=k + 2)
+            time.sleep(0.5)
 
             default, code = [], []
             for k in range(args.edits):
