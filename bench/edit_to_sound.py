@@ -104,7 +104,8 @@ class Rig:
         self._write("livehost.toml", CONFIG.format(selected=0, midi_capture=MIDI_CAPTURE))
         self.audio = CaptureProcess(2, work)
         stack.callback(self.audio.close)
-        self.audio.cmd("follow PortAudio:out_")  # heard again at once whenever livehost reopens its ports
+        # heard again at once whenever livehost reopens its ports (a restarted process may get another name)
+        self.audio.cmd("follow PortAudio[^:]*:out_([0-9]+)")
         self.midi = stack.enter_context(Capture(MIDI_CAPTURE))
         self.proc: subprocess.Popen | None = None
         stack.callback(self.stop)

@@ -27,6 +27,8 @@ log = logging.getLogger("livehost.host")
 # Quiet time after a save before it is compiled: an editor's write-in-place
 # (truncate, then write) lands as one save; a rename is one event anyway.
 SOURCE_DEBOUNCE_S = 0.02
+SLOW_COMPILE_S = 2.0  # a compile still running after this is said to be
+STATUS_EVERY_S = 10.0  # a status log line this often when there is no terminal to show it in
 
 SCAFFOLD_CONFIG = """\
 name = "{name}"
@@ -168,11 +170,20 @@ def cmd_run(args) -> int:
     beats = _Beats(args.supervised)
     worker = CompileWorker(warm=ENGINE_MODULES)  # starts with the first compile
     playing = []  # the host, once it runs
+    latest = []  # the last good compile's result
 
     def recompile(_changed=None) -> None:
-        result = worker.compile(project)
+        slow = threading.Timer(SLOW_COMPILE_S, lambda: log.info("Still compiling (over %g s)...", SLOW_COMPILE_S))
+        slow.daemon = True
+        slow.start()
+        try:
+            result = worker.compile(project)
+        finally:
+            slow.cancel()
         if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
+            latest[:] = [result]
             if playing:
+                playing[0].compiled(result.compiled, result.seconds)
                 playing[0].request(result.compiled)  # at once, not through the watched file
             log.info("Compiled %s in %.2f s%s", result.compiled["source_hash"], result.seconds,
                      " (defaults or settings only: its build served)" if result.compiled["reused_build"] else "")
@@ -186,6 +197,7 @@ def cmd_run(args) -> int:
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources",
                               debounce_s=SOURCE_DEBOUNCE_S):
             first.start()
+            _prepare_engines(stop)
             if not (project / ".livehost" / "compiled.json").exists():
                 while first.is_alive() and not stop.wait(0.05):  # nothing to play before it
                     pass
@@ -193,11 +205,11 @@ def cmd_run(args) -> int:
                       quarantine=tuple(args.quarantine)) as host:
                 beats.host = host
                 playing.append(host)
-                show = None if args.headless or not sys.stderr.isatty() else (
-                    lambda: print("\r" + status_line(host.status())[:200].ljust(120), end="", file=sys.stderr))
-                _wait_for_stop(args.duration, tick=show, stop=stop)
-                if show:
-                    print(file=sys.stderr)
+                if latest:  # compiled before the host ran
+                    host.compiled(latest[0].compiled, latest[0].seconds)
+                shown = _Status(host, rich=not args.headless and sys.stderr.isatty())
+                _wait_for_stop(args.duration, tick=shown, stop=stop)
+                shown.close()
                 beats.host = None
                 playing.clear()
                 final = host.status()
@@ -209,6 +221,52 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, old_handler)
     log.info("Stopped: %s", status_line(final))
     return 0
+
+
+def _prepare_engines(stop: threading.Event) -> None:
+    """Import the real-time engines (numba loads them from its cache, or builds
+    them once, about 15 s on a first start), saying so when it takes a while."""
+    import importlib
+
+    t0 = time.monotonic()
+    told = threading.Timer(1.0, lambda: log.info("Preparing the real-time engines (numba builds them once, on a "
+                                                 "first start; later starts load them in well under a second)..."))
+    told.daemon = True
+    told.start()
+    try:
+        for module in ENGINE_MODULES:
+            if stop.is_set():
+                return
+            importlib.import_module(module)
+    finally:
+        told.cancel()
+    if time.monotonic() - t0 > 1.0:
+        log.info("Engines ready in %.1f s", time.monotonic() - t0)
+
+
+class _Status:
+    """Twice a second: the status line in place on a terminal (*rich*); otherwise a
+    log line every STATUS_EVERY_S (with its figures as a ``status`` object in JSON logs)."""
+
+    def __init__(self, host, rich: bool) -> None:
+        self.host, self.rich = host, rich
+        self.shown = False
+        self.next_log = time.monotonic() + STATUS_EVERY_S
+
+    def __call__(self) -> None:
+        from .status import status_line
+
+        if self.rich:
+            print("\x1b[2K\r" + status_line(self.host.status(), rich=True), end="", file=sys.stderr, flush=True)
+            self.shown = True
+        elif time.monotonic() >= self.next_log:
+            self.next_log += STATUS_EVERY_S
+            status = self.host.status()
+            log.info("Status: %s", status_line(status), extra={"status": status})
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
 
 
 def _child_args(args) -> list[str]:

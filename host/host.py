@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ log = logging.getLogger("livehost.host")
 SNAPSHOT_NAME = "state.npz"
 PREVIOUS_NAME = "previous.json"  # the compiled config that played before the one playing now
 FAULT_POLL_S = 0.1  # how often the engine's watchdog is asked what it did
+COUNTS_POLL_S = 0.5  # how often the engine's fault counters are read
+COUNTS_LOG_EVERY_S = 5.0  # a counter that keeps growing is logged again at most this often
+# Engine counters logged when they grow while playing, with what each means.
+FAULT_COUNTERS = (("nan_blocks", "blocks with NaN/inf output (played as silence)"),
+                  ("overruns", "blocks whose callback took longer than the block (our own fault: too slow)"),
+                  ("xruns", "xruns (late or flagged callbacks)"),
+                  ("clipped_samples", "samples clipped at full scale"),
+                  ("late_ticks", "MIDI ticks written late"),
+                  ("kernel_errors", "kernel exceptions (the kernel is muted until the next save)"))
 RUNNING_NAME = "running"  # exists while a live run plays: found at start, the last run did not end cleanly
 # What a runtime raises when its device or program fails: livehost's own errors, or the OS's.
 _RUNTIME_FAILURES = (HostError, OSError)
@@ -71,6 +81,7 @@ class Host:
         self.settings: dict[str, Any] | None = None
         self.last_error: dict | None = None
         self.quarantine = set(quarantine)
+        self.last_compile: dict | None = None  # what the last compile said: seconds, build, whether it was reused
         self.unclean_start = False  # a live run found that the last one did not end cleanly
         self._compiled: dict | None = None  # what plays now
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
@@ -185,16 +196,28 @@ class Host:
         playing = self.runtime.id if self.runtime else "nothing"
         log.error("Compile failed: %s (still playing: %s)", self.last_error.get("text"), playing)
 
+    def compiled(self, compiled: dict, seconds: float) -> None:
+        """Note a compile's result for the status (``livehost run`` calls it)."""
+        self.last_compile = {"seconds": round(seconds, 3), "program": compiled["source_hash"],
+                             "reused_build": bool(compiled.get("reused_build"))}
+
     def _watch_faults(self) -> None:
-        """Log what the engine's watchdog does as it happens, one line each."""
+        """Log what the engine's watchdog does as it happens, one line each, and
+        fault counters as they start to grow (rate-limited)."""
+        counts = _Counts()
+        polls = 0
         while True:
             with self._slot_cond:
                 if self._slot_cond.wait_for(lambda: self._closing, FAULT_POLL_S):
                     return
             runtime = self.runtime
+            polls += 1
             try:
                 for line in runtime.new_faults() if runtime is not None else ():
                     log.error("%s", line)
+                if runtime is not None and polls % round(COUNTS_POLL_S / FAULT_POLL_S) == 0:
+                    for line in counts.news(runtime, time.monotonic()):
+                        log.warning("%s", line)
             except Exception:  # reporting must never stop the host
                 log.exception("Could not read the engine's faults")
 
@@ -406,12 +429,46 @@ class Host:
     # --- reporting ---
 
     def status(self) -> dict[str, Any]:
-        """Runtime id, its stats, what it waits for (None while it plays), and the last compile error."""
+        """Runtime id, its stats, tempo and position, what it waits for (None while it
+        plays), and the last compile's result or error."""
         runtime = self.runtime
         stats = runtime.stats() if runtime else {}
+        config = (self._compiled or {}).get("config", {})
+        beats_per_bar = int(config.get("beats_per_bar", 4))
+        beat = self.transport.beat_at(self.clock.now_ns())
+        bar, in_bar = divmod(max(beat, 0.0), beats_per_bar)
         return {"runtime": runtime.id if runtime else None,
                 "stats": stats,
+                "tempo_bpm": round(self.transport.tempo_bpm, 2),
+                "position": f"{int(bar) + 1}:{int(in_bar) + 1}",  # bar:beat, from 1:1
                 "recovery": stats.get("recovery"),  # e.g. "waiting for JACK (3 s)" after a lost server
                 "program": runtime.program.source_hash if runtime and runtime.program else None,
                 "quarantined": sorted(self.quarantine),
+                "last_compile": self.last_compile,
                 "last_error": self.last_error}
+
+
+class _Counts:
+    """Which fault counters grew since they were last read, as log lines; a
+    counter that keeps growing is told again at most every COUNTS_LOG_EVERY_S."""
+
+    def __init__(self) -> None:
+        self.runtime = None
+        self.seen: dict[str, int] = {}
+        self.told: dict[str, tuple[float, int]] = {}  # counter -> (when, value) last logged
+
+    def news(self, runtime, now_s: float) -> list[str]:
+        stats = runtime.stats()
+        if runtime is not self.runtime:  # a new runtime counts from 0
+            self.runtime, self.seen, self.told = runtime, {}, {}
+        lines = []
+        for key, what in FAULT_COUNTERS:
+            value = int(stats.get(key, 0))
+            if value <= self.seen.get(key, 0):
+                continue
+            self.seen[key] = value
+            when, logged = self.told.get(key, (-COUNTS_LOG_EVERY_S, 0))
+            if now_s - when >= COUNTS_LOG_EVERY_S:
+                lines.append(f"{runtime.id}: {value - logged} {what} (total {value})")
+                self.told[key] = (now_s, value)
+        return lines

@@ -9,28 +9,68 @@ from typing import Any
 
 _SHOWN = (("load", "load {:.1%}"), ("xruns", "xruns {}"), ("blocks", "blocks {}"), ("ticks", "ticks {}"),
           ("late_ticks", "late {}"), ("jitter_p99_us", "jitter p99 {:.0f} us"), ("notes_on", "notes {}"),
-          ("swaps", "swaps {}"), ("renders", "renders {}"))
+          ("nan_blocks", "nan {}"), ("clipped_samples", "clipped {}"), ("swaps", "swaps {}"),
+          ("renders", "renders {}"))
+_BAR = " ▁▂▃▄▅▆▇█"
+_RED, _YELLOW, _GREEN, _DIM, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[2m", "\x1b[0m"
 
 
-def status_line(status: dict[str, Any]) -> str:
-    """Format :meth:`host.Host.status` as one short line."""
+def status_line(status: dict[str, Any], rich: bool = False) -> str:
+    """Format :meth:`host.Host.status` as one line: plain, or with colours and meter bars (*rich*)."""
     stats = status.get("stats") or {}
     parts = [status.get("runtime") or "no runtime"]
+    if status.get("tempo_bpm") is not None:
+        parts.append(f"{status['tempo_bpm']:g} BPM {status.get('position', '')}".rstrip())
     if status.get("recovery"):
-        parts.append(status["recovery"])
-    parts += [fmt.format(stats[key]) for key, fmt in _SHOWN if key in stats]
-    error = status.get("last_error")
-    parts.append(f"compile ERROR {error['text']}" if error else f"compile ok {status.get('program') or '-'}")
+        parts.append(_paint(status["recovery"], _YELLOW, rich))
+    if "peak_dbfs" in stats:
+        parts.append(_meters(stats["peak_dbfs"], stats["rms_dbfs"], rich))
+    for key, fmt in _SHOWN:
+        if key in stats:
+            text = fmt.format(stats[key])
+            bad = key in ("xruns", "late_ticks", "nan_blocks", "clipped_samples") and stats[key]
+            parts.append(_paint(text, _YELLOW, rich) if bad else text)
+    parts.append(_compile_part(status, rich))
     return " | ".join(parts)
+
+
+def _meters(peaks: list[float], rms: list[float], rich: bool) -> str:
+    """Per channel: peak/RMS dBFS; *rich* adds a bar (-60 to 0 dBFS) coloured by the peak."""
+    out = []
+    for c, (p, r) in enumerate(zip(peaks, rms), 1):
+        text = f"{c}:{p:.0f}/{r:.0f}"
+        if rich:
+            level = min(max((r + 60.0) / 60.0, 0.0), 1.0)
+            colour = _RED if p >= -0.1 else _YELLOW if p > -6.0 else _GREEN
+            text = f"{colour}{_BAR[round(level * (len(_BAR) - 1))]}{_RESET}{text}"
+        out.append(text)
+    return "dBFS " + " ".join(out)
+
+
+def _compile_part(status: dict[str, Any], rich: bool) -> str:
+    error = status.get("last_error")
+    if error:
+        return _paint(f"compile ERROR {error['text']}", _RED, rich)
+    compiled = status.get("last_compile")
+    if compiled:
+        how = "defaults/settings" if compiled["reused_build"] else "built"
+        return f"compile ok {compiled['seconds']:.2f} s ({how}) {status.get('program') or '-'}"
+    return f"compile ok {status.get('program') or '-'}"
+
+
+def _paint(text: str, colour: str, rich: bool) -> str:
+    return f"{colour}{text}{_RESET}" if rich else text
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {"time": record.created, "level": record.levelname, "logger": record.name,
                 "message": record.getMessage()}
+        if isinstance(getattr(record, "status", None), dict):  # a status line: its figures as they are
+            data["status"] = record.status
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data)
+        return json.dumps(data, default=str)
 
 
 def setup_logging(*, verbose: bool = False, json_format: bool = False) -> None:

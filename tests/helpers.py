@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +106,7 @@ class CaptureProcess:
 
     def follow(self, prefix: str) -> None:
         """Connect output ports ``PREFIX<N>`` to input N mod channels + 1 whenever they are (re)registered."""
-        self.cmd(f"follow {prefix}")
+        self.cmd(f"follow {re.escape(prefix)}([0-9]+)")
 
     def close(self) -> None:
         if self.proc.poll() is None:

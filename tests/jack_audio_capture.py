@@ -12,9 +12,10 @@ Protocol: one command per line on stdin, one JSON object per line on stdout.
   prints ``{"client", "sample_rate", "block_frames", "inputs", "output"}``
 * ``connect SRC DST``     -> ``{"ok": true}``
 * ``ports REGEX``         -> ``{"ports": [names]}``
-* ``follow PREFIX``       -> from now on, output ports named ``PREFIX<N>`` are
-  connected to input *N* mod channels + 1 as soon as they are registered (a
-  client that reopens its ports is heard again at once); ``{"ok": true}``
+* ``follow REGEX``        -> from now on, output ports whose whole name matches
+  REGEX (its first group a number *N*) are connected to input *N* mod
+  channels + 1 as soon as they are registered (a client that reopens its
+  ports is heard again at once); ``{"ok": true}``
 * ``start``               -> clears counters, starts recording; ``{"ok": true}``
 * ``stop PATH``           -> stops, saves the samples (frames x N float32 .npy)
   to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time",
@@ -55,7 +56,7 @@ class Capture:
         self.reset()
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
-        self.follow_prefix: str | None = None
+        self.follow_pattern: str | None = None
         self._registered: queue.SimpleQueue = queue.SimpleQueue()
         self.client.set_port_registration_callback(self._port_registered, only_available=False)
         self.client.activate()
@@ -68,8 +69,8 @@ class Capture:
     def _follow(self) -> None:
         while True:
             name = self._registered.get()
-            prefix = self.follow_prefix
-            match = prefix is not None and re.fullmatch(re.escape(prefix) + r"(\d+)", name)
+            pattern = self.follow_pattern
+            match = pattern is not None and re.fullmatch(pattern, name)
             if match:
                 try:  # PortAudio numbers the ports of each new stream on from the last: modulo the inputs
                     self.client.connect(name, self.inputs[int(match.group(1)) % len(self.inputs)])
@@ -133,8 +134,8 @@ def main() -> None:
             cap.client.connect(rest[0], rest[1])
             say({"ok": True})
         elif cmd == "follow":
-            cap.follow_prefix = rest[0]
-            for port in cap.client.get_ports(re.escape(rest[0]) + "[0-9]+$", is_output=True):  # already there (POSIX regex)
+            cap.follow_pattern = rest[0]
+            for port in cap.client.get_ports(is_output=True):  # those already there
                 cap._registered.put(port.name)
             say({"ok": True})
         elif cmd == "ports":

@@ -269,6 +269,25 @@ def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
     assert stats["clipped_samples"] == 2 * 64 * 2
 
 
+def test_the_output_meters_read_peak_and_rms_per_channel(dc_programs):
+    """A steady 0.25 (-12.04 dBFS) settles both meters there; silence falls to the floor."""
+    from runtimes.audio.engine import METER_FLOOR_DBFS
+
+    program = dc_programs[0.25]
+    engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
+    assert engine.meters() == {"peak_dbfs": [METER_FLOOR_DBFS] * 2, "rms_dbfs": [METER_FLOOR_DBFS] * 2}
+    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    _play(engine, 48000 * 3 // 64, channels=2)  # 3 s: ten time constants
+    level = 20 * np.log10(0.25)
+    meters = engine.meters()
+    assert meters["peak_dbfs"] == [round(level, 1)] * 2 and meters["rms_dbfs"] == [round(level, 1)] * 2
+    engine.controls.push(*program.layout.target("mode"), 1)  # NaN: silenced
+    _play(engine, 48000 // 64, channels=2)  # 1 s of silence: both fall by exp(-1 / 0.3) in amplitude and power
+    fallen = engine.meters()
+    assert fallen["peak_dbfs"] == pytest.approx([level - 28.95] * 2, abs=0.2)
+    assert fallen["rms_dbfs"] == pytest.approx([level - 14.48] * 2, abs=0.2)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # numba reports it so
 def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs):
     """numba takes the GIL to report each exception: after one, the voice is muted."""

@@ -61,6 +61,9 @@ SLOW_RUN_LIMIT = 64  # blocks in a row over the block's time (about a third of a
 FAULT_NAN, FAULT_SLOW = 1, 2
 # paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow
 PA_XRUN_FLAGS = 0x1 | 0x2 | 0x4 | 0x8
+METER_CHANNELS = 8  # output channels metered
+METER_S = 0.3  # meter time constant: peaks fall and the RMS averages over about this long
+METER_FLOOR_DBFS = -120.0  # what the meters show for silence
 
 SLOTS_DTYPE = np.dtype(
     [
@@ -141,6 +144,9 @@ SLOTS_DTYPE = np.dtype(
         ("callback_max_ns", "i8"),
         ("last_start_ns", "i8"),
         ("ts", "i8", (2,)),  # struct timespec written by clock_gettime
+        # --- output meters per channel (the callback writes; read without a lock: aligned 8-byte values) ---
+        ("meter_peak", "f8", (METER_CHANNELS,)),  # peak, falling back by METER_S
+        ("meter_ms", "f8", (METER_CHANNELS,)),  # mean square, averaged over about METER_S
     ],
     align=True,
 )
@@ -400,6 +406,21 @@ def _clip(out, n):
 
 
 @_jit
+def _meter(s, out, frames):
+    """Fold this block's output into the per-channel peak and RMS meters."""
+    width = s.channels_out
+    keep = np.exp(-frames / (s.sample_rate * METER_S))
+    for c in range(min(width, METER_CHANNELS)):
+        peak, sum_sq = 0.0, 0.0
+        for i in range(frames):
+            v = np.float64(out[i * width + c])
+            peak = max(peak, abs(v))
+            sum_sq += v * v
+        s.meter_peak[c] = max(peak, s.meter_peak[c] * keep)
+        s.meter_ms[c] = s.meter_ms[c] * keep + sum_sq / frames * (1.0 - keep)
+
+
+@_jit
 def _render(s, slots_address, in_address, out_address, frames, start_ns):
     """Play one block of *frames* (at most ``max_frames``) into the output."""
     out = carray(as_voidptr(out_address), frames * s.channels_out, np.float32)
@@ -418,6 +439,7 @@ def _render(s, slots_address, in_address, out_address, frames, start_ns):
     if s.newest >= 0 and (s.bad_run >= NAN_RUN_LIMIT or s.slow_run >= SLOW_RUN_LIMIT):
         _fall_back(s, FAULT_NAN if s.bad_run >= NAN_RUN_LIMIT else FAULT_SLOW)
     s.clipped_samples += _clip(out, frames * s.channels_out)
+    _meter(s, out, frames)
     if s.closing and not _playing(s):
         release_fence()
         s.close_ack = s.close_seq
@@ -675,4 +697,14 @@ class NativeEngine:
         out = {k: int(s[k]) for k in keys}
         out.update(callback_p50_us=percentile_us(0.5), callback_p99_us=percentile_us(0.99),
                    callback_max_us=int(s["callback_max_ns"]) / 1000.0, block_frames=int(s["last_frames"]))
+        out.update(self.meters())
         return out
+
+    def meters(self) -> dict[str, list[float]]:
+        """Per output channel: peak and RMS level in dBFS over about ``METER_S`` (silence: ``METER_FLOOR_DBFS``)."""
+        s = self.slots[0]
+        n = min(int(s["channels_out"]), METER_CHANNELS)
+        with np.errstate(divide="ignore"):
+            peak = np.maximum(20.0 * np.log10(s["meter_peak"][:n].copy()), METER_FLOOR_DBFS)
+            rms = np.maximum(10.0 * np.log10(s["meter_ms"][:n].copy()), METER_FLOOR_DBFS)
+        return {"peak_dbfs": [round(float(v), 1) for v in peak], "rms_dbfs": [round(float(v), 1) for v in rms]}
