@@ -207,7 +207,7 @@ def cmd_run(args) -> int:
                 playing.append(host)
                 if latest:  # compiled before the host ran
                     host.compiled(latest[0].compiled, latest[0].seconds)
-                shown = _Status(host, rich=not args.headless and sys.stderr.isatty())
+                shown = _Status(host, rich=not args.headless and sys.stderr.isatty(), every_s=args.status_every)
                 _wait_for_stop(args.duration, tick=shown, stop=stop)
                 shown.close()
                 beats.host = None
@@ -246,12 +246,12 @@ def _prepare_engines(stop: threading.Event) -> None:
 
 class _Status:
     """Twice a second: the status line in place on a terminal (*rich*); otherwise a
-    log line every STATUS_EVERY_S (with its figures as a ``status`` object in JSON logs)."""
+    log line every *every_s* (with its figures as a ``status`` object in JSON logs)."""
 
-    def __init__(self, host, rich: bool) -> None:
-        self.host, self.rich = host, rich
+    def __init__(self, host, rich: bool, every_s: float = STATUS_EVERY_S) -> None:
+        self.host, self.rich, self.every_s = host, rich, every_s
         self.shown = False
-        self.next_log = time.monotonic() + STATUS_EVERY_S
+        self.next_log = time.monotonic() + every_s
 
     def __call__(self) -> None:
         from .status import status_line
@@ -260,7 +260,7 @@ class _Status:
             print("\x1b[2K\r" + status_line(self.host.status(), rich=True), end="", file=sys.stderr, flush=True)
             self.shown = True
         elif time.monotonic() >= self.next_log:
-            self.next_log += STATUS_EVERY_S
+            self.next_log = max(self.next_log + self.every_s, time.monotonic())
             status = self.host.status()
             log.info("Status: %s", status_line(status), extra={"status": status})
 
@@ -277,6 +277,7 @@ def _child_args(args) -> list[str]:
         child += ["--runtime", args.runtime]
     if args.duration is not None:
         child += ["--duration", str(args.duration)]
+    child += ["--status-every", str(args.status_every)]
     return child
 
 
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--headless", action="store_true",
                    help="no status line, log lines only; runs under a supervisor that restarts a crashed or hung host")
+    p.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="SECONDS",
+                   help=f"without a terminal: log a status line this often (default {STATUS_EVERY_S:g})")
     p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe
     p.add_argument("--quarantine", action="append", default=[], help=argparse.SUPPRESS)  # source hashes not to play
     p.set_defaults(fn=cmd_run)

@@ -303,3 +303,51 @@ def test_with_swap_on_bar_a_save_takes_over_at_the_bar_frame(tmp_path, rig):
     print(f"\nswap_on bar: (frame, bar position before, at) {landed}; swap_on block: {control}")
     assert all(_on_the_bar(*take, d) for take in landed)
     assert not _on_the_bar(*control, d)  # off the bar: the check can fail
+
+
+# --- what a performer reads --------------------------------------------------------
+
+FAULTY_PATCH = '''\
+import math
+
+
+class State:
+    phase = 0.0
+
+
+def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.5 * math.sin(s.phase)
+        out[i, 1] = math.nan if ctx.frame_time > 3 * 48000 else 0.0  # after 3 s: NaN
+        s.phase = (s.phase + 2.0 * math.pi * 440.0 / ctx.sample_rate) % (2.0 * math.pi)
+'''
+
+
+def test_headless_status_lines_carry_meters_and_faults_are_logged_as_they_start(tmp_path):
+    proj = tmp_path / "faulty"
+    proj.mkdir()
+    (proj / "patch.py").write_text(FAULTY_PATCH)
+    (proj / "livehost.toml").write_text('tempo_bpm = 90.0\n\n[[runtime_settings]]\nruntime = "audio"\n')
+    lh = LivehostRun(proj, "--status-every", "0.5", exit_s=5.0)
+    try:
+        lh.wait_for(PLAYING + "audio")
+        fault = lh.wait_for("Kernel fault", timeout_s=30)
+        counted = lh.wait_for("blocks with NaN/inf output", timeout_s=30)
+        lh.wait_for("Status:", count=8, timeout_s=30)
+        lh.terminate()
+    finally:
+        lh.kill()
+    statuses = [r["status"] for r in lh.messages("Status:")]
+    steady = [st for st in statuses if st["runtime"] == "audio" and 1.0 < st["stats"]["frames"] / RATE < 2.9]
+    assert steady  # the meters have settled (0.3 s time constant), and no NaN yet
+    playing = steady[0]
+    print(f"\n{fault['message']}\n{counted['message']}\n{lh.messages('Status:')[0]['message']}")
+    assert playing["runtime"] == "audio" and playing["tempo_bpm"] == 90.0
+    bar, beat = map(int, playing["position"].split(":"))
+    assert bar >= 1 and 1 <= beat <= 4
+    peak, rms = playing["stats"]["peak_dbfs"], playing["stats"]["rms_dbfs"]
+    assert peak[0] == pytest.approx(20 * np.log10(0.5), abs=0.3) and rms[0] == pytest.approx(20 * np.log10(0.5 / 2 ** 0.5), abs=0.5)
+    assert "wrote NaN/inf for 8 blocks in a row" in fault["message"]
+    assert statuses[-1]["stats"]["nan_blocks"] >= 8
+    assert len(lh.messages("blocks with NaN/inf output")) == 1  # said once, not once per block
+    assert playing["last_compile"]["reused_build"] is False and playing["last_compile"]["seconds"] > 0
