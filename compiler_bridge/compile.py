@@ -21,6 +21,7 @@ budget is stopped :data:`TEST_RUN_TIMEOUT_S` after its test run began.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import gc
 import hashlib
 import json
@@ -41,8 +42,8 @@ import numpy as np
 
 from . import abi, api
 from .config import MAX_PATCH_BYTES, PATCH_NAME, ProjectConfig, load_config
-from .errors import ConfigError, PatchError, SourceError
-from .program import SCHEMA_VERSION, load_build, on_disk
+from .errors import CompiledConfigError, ConfigError, PatchError, SourceError
+from .program import SCHEMA_VERSION, load_build, on_disk, read_compiled
 from .sources import read_source
 from .state import StateLayout
 
@@ -273,7 +274,8 @@ def compile_project(project_dir: Path) -> dict:
     project_dir = Path(project_dir).resolve()
     out = livehost_dir(project_dir)
     try:
-        compiled = _compile_isolated(project_dir)
+        sources = _Sources.read(project_dir)  # unreadable files are refused here, before any fork
+        compiled = _settings_only(sources) or _compile_isolated(sources)
     except (ConfigError, PatchError) as exc:
         write_json_atomic(out / ERROR_NAME, {**exc.to_json(), "time": time.time()})
         raise
@@ -341,9 +343,30 @@ class _Child:
     open: bool = True
 
 
-def _compile_isolated(project_dir: Path) -> dict:
+def _settings_only(sources: _Sources) -> dict | None:
+    """The published compiled config with the new settings, when nothing needs running:
+    the patch is the very text that was compiled and test-run, and a test run would feed
+    it what it was fed then (e.g. a save that only changes ``selected_runtime``)."""
+    try:
+        published = read_compiled(livehost_dir(sources.project_dir) / COMPILED_NAME)
+    except CompiledConfigError:
+        return None
+    if (published.get("patch_sha") != _text_sha(sources.source) or published["build_dir"] != str(sources.build)
+            or published.get("shape") != dataclasses.asdict(RunShape.of(sources.config))
+            or not (sources.build / f"{published['entry']}.py").exists()):
+        return None
+    _check_field_names(sources.config, StateLayout.from_json(published["state"]))
+    return {**published, "source_hash": sources.digest, "config": sources.config.to_json(),
+            "warnings": sources.config.warnings, "compiled_at": time.time(), "reused_build": True,
+            "compile_seconds": 0.0}
+
+
+def _text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compile_isolated(sources: _Sources) -> dict:
     """Run both parts in forked children; turn what they report into a result or an error."""
-    sources = _Sources.read(project_dir)  # unreadable files are refused here, before any fork
     children: dict[int, _Child] = {}
     try:
         cached = any(sources.build.glob("entry_*.py"))
@@ -558,6 +581,8 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
         "warnings": config.warnings,
         "compiled_at": time.time(),
         "compile_seconds": round(seconds, 4),
+        "patch_sha": _text_sha(source),  # what was test-run, and how: a save of settings alone
+        "shape": dataclasses.asdict(shape),  # that changes neither needs no run (see _settings_only)
     }
 
 

@@ -19,10 +19,10 @@ def status_line(status: dict[str, Any], rich: bool = False) -> str:
     """Format :meth:`host.Host.status` as one line: plain, or with colours and meter bars (*rich*)."""
     stats = status.get("stats") or {}
     parts = [status.get("runtime") or "no runtime"]
+    if status.get("recovery"):  # what it waits for first: it matters most
+        parts.append(_paint(status["recovery"], _YELLOW, rich))
     if status.get("tempo_bpm") is not None:
         parts.append(f"{status['tempo_bpm']:g} BPM {status.get('position', '')}".rstrip())
-    if status.get("recovery"):
-        parts.append(_paint(status["recovery"], _YELLOW, rich))
     if "peak_dbfs" in stats:
         parts.append(_meters(stats["peak_dbfs"], stats["rms_dbfs"], rich))
     for key, fmt in _SHOWN:

@@ -547,7 +547,7 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
 
     assert all(abs(r["freq_hz"] - 440.0) < 0.5 for r in ours), ours
     # No more glitches than a C client shows under the same load (one attempt's worth of noise allowed).
-    assert sum(r["xruns"] for r in ours) <= sum(r["xruns"] for r in control) + 1, (ours, control)
+    assert sum(r["xruns"] > 0 for r in ours) <= sum(r["xruns"] > 0 for r in control) + 1, (ours, control)
     assert sum(r["late_cycles"] for r in ours) <= sum(r["late_cycles"] for r in control) + 1, (ours, control)
     assert python["xruns"] >= 10 and python["late_cycles"] > 0, python  # the test can fail
 

@@ -249,6 +249,11 @@ def test_saves_of_defaults_or_settings_reuse_the_build_and_compile_nothing(proje
     assert _numba_cache(build) == cache  # nothing was compiled, nothing written
     assert [f["default"] for f in default["state"]][0] == 660.0
     assert settings["config"]["runtime_settings"][0]["crossfade_ms"] == 25.0
+    # the patch's very text was test-run, and a test run would feed it the same: nothing ran at all
+    assert settings["compile_seconds"] == 0.0 and default["compile_seconds"] > 0.0
+    toml.write_text(toml.read_text().replace('runtime = "audio"', 'runtime = "audio"\nblock_frames = 512'))
+    reshaped = compile_project(sine)  # the test run's blocks change: it runs again, on the cached build
+    assert reshaped["reused_build"] and reshaped["compile_seconds"] > 0.0 and reshaped["shape"]["block_frames"] == 512
 
     # a default of another type is another state layout: the same build, entry points of their own
     patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660"))

@@ -269,7 +269,7 @@ def _on_the_bar(j: int, before: float, at: float, d: float) -> bool:
     """Whether the bar began exactly at frame *j*: its position wrapped between the frame
     before and it, and *j* is the bar's first frame (a cycle's first frame takes the
     transport's beat anew, so there only the wrap is asked)."""
-    return at < before and (at * 4.0 < d + 1e-5 or j % 256 == 0)
+    return before - at > 0.5 and (at * 4.0 < d + 1e-5 or j % 256 == 0)  # from the bar's end to its start
 
 
 def test_with_swap_on_bar_a_save_takes_over_at_the_bar_frame(tmp_path, rig):

@@ -105,9 +105,15 @@ class MidiRuntime(BaseRuntime):
     def _open_path(self):
         backend = self.settings["backend"]
         waiting = self._recovery.waiting  # for JACK: look for it quietly, not through rtmidi
-        if backend in ("jack", "native") or backend == "auto" and (waiting or jack_server_running()):
+        if backend in ("jack", "native"):
             return JackPath(self.settings)
-        if waiting and not jack_server_running():
+        if backend == "auto":
+            try:  # livehost's own client when a JACK server runs (opening it is the test: no probe client first)
+                return JackPath(self.settings)
+            except (OSError, DeviceError):  # no libjack, or no server
+                if waiting:
+                    raise DeviceError("no JACK server") from None
+        elif waiting and not jack_server_running():
             raise DeviceError("no JACK server")
         return RtmidiPath(self.settings)
 
