@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -453,14 +454,14 @@ class _Counts:
     counter that keeps growing is told again at most every COUNTS_LOG_EVERY_S."""
 
     def __init__(self) -> None:
-        self.runtime = None
+        self.runtime = lambda: None  # a weak reference: a destroyed runtime is not kept alive here
         self.seen: dict[str, int] = {}
         self.told: dict[str, tuple[float, int]] = {}  # counter -> (when, value) last logged
 
     def news(self, runtime, now_s: float) -> list[str]:
         stats = runtime.stats()
-        if runtime is not self.runtime:  # a new runtime counts from 0
-            self.runtime, self.seen, self.told = runtime, {}, {}
+        if runtime is not self.runtime():  # a new runtime counts from 0
+            self.runtime, self.seen, self.told = weakref.ref(runtime), {}, {}
         lines = []
         for key, what in FAULT_COUNTERS:
             value = int(stats.get(key, 0))
