@@ -54,7 +54,6 @@ TEST_TICKS = 96
 CHECKED_SLACK = 4.0  # how much slower the bounds-checked test pass may be than the budget
 TEST_RUN_TIMEOUT_S = 2.0  # from the start of a kernel's test run: an endless loop is refused this soon
 COMPILE_TIMEOUT_S = 60.0  # the whole compile, numba's included
-COMPILE_NICE = 19  # a compiling child (a cached build's quick test run keeps the worker's)
 MEMORY_BUDGET_BYTES = 768 << 20  # what the patch's top-level code, its compile and test run may add
 
 ENTRY_TEMPLATE = '''\
@@ -322,11 +321,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # --- the compile in a child process ------------------------------------------------
 #
-# One forked child runs the bounds-checked test run, then builds the native
-# entry points and test-runs them as a runtime calls them. Both in one child,
-# one after the other: two children compiling side by side were 0.1-0.2 s
-# quicker per code edit, but kept both cores busy, and a JACK graph without
-# real-time priority dropped out about twice as often under a run of saves.
+# One forked child (at the worker's low priority) runs the bounds-checked test
+# run, then builds the native entry points and test-runs them as a runtime
+# calls them. Both in one child, one after the other: two children compiling
+# side by side were 0.1-0.2 s quicker per code edit, but kept both cores
+# busy, and a JACK graph without real-time priority dropped out about twice
+# as often under a run of saves.
 
 BOTH = "checked+build"
 
@@ -367,7 +367,6 @@ def _compile_isolated(sources: _Sources) -> dict:
     """Run both parts in forked children; turn what they report into a result or an error."""
     children: dict[int, _Child] = {}
     try:
-        cached = any(sources.build.glob("entry_*.py"))  # a save of defaults or settings: a quick test run
         for part in (BOTH,):
             read_fd, write_fd = os.pipe()
             # The child's garbage collector must not walk this process's objects: touching
@@ -376,7 +375,7 @@ def _compile_isolated(sources: _Sources) -> dict:
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 os.close(read_fd)
-                _child(sources, part, write_fd, None if cached else COMPILE_NICE)
+                _child(sources, part, write_fd)
             gc.unfreeze()
             os.close(write_fd)
             children[read_fd] = _Child(part, pid, time.monotonic() + COMPILE_TIMEOUT_S)
@@ -392,7 +391,7 @@ def _compile_isolated(sources: _Sources) -> dict:
             _reap(child.pid)
 
 
-def _child(sources: _Sources, part: str, fd: int, nice: int | None) -> None:
+def _child(sources: _Sources, part: str, fd: int) -> None:
     def report(message: dict) -> None:
         os.write(fd, (json.dumps(message, default=_jsonable) + "\n").encode())
 
@@ -400,11 +399,6 @@ def _child(sources: _Sources, part: str, fd: int, nice: int | None) -> None:
     try:
         die_with_parent()
         _limit_memory(MEMORY_BUDGET_BYTES)
-        if nice is not None:  # a numba compile: the least share of the CPU, whatever else runs
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, nice)
-            except OSError:
-                pass
         report({"result": _compile_part(sources, part, report)})
         code = 0
     except SourceError as exc:
