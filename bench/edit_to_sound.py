@@ -246,7 +246,8 @@ def main() -> None:
                 rig.stop()
                 rig.save_patch(freq=300.0 + 5.0 * k)
                 rig.start()
-                rig.wait_log("Successfully initialized runtime: audio", after=size)
+                rig.wait_log("Successfully initialized runtime: audio", after=size)  # the last build, then
+                rig.wait_log("Compiled", after=size)  # the edited one (a worker that starts cold)
                 time.sleep(1.0)
                 path = rig.audio.tmp_path / "take.npy"
                 rep = rig.audio.cmd(f"stop {path}")
