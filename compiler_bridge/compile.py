@@ -52,7 +52,8 @@ KEEP_BUILDS = 16  # build folders kept per project: the newest ones
 TEST_BLOCKS = 16
 TEST_TICKS = 96
 CHECKED_SLACK = 4.0  # how much slower the bounds-checked test pass may be than the budget
-TEST_RUN_TIMEOUT_S = 2.0  # from the start of a kernel's test run: an endless loop is refused this soon
+TEST_RUN_TIMEOUT_S = 1.2  # from the start of a kernel's test run (a sound one takes well under 0.4 s): an endless
+# loop is refused this soon, within 2 s of the save with the compile before it
 COMPILE_TIMEOUT_S = 60.0  # the whole compile, numba's included
 MEMORY_BUDGET_BYTES = 768 << 20  # what the patch's top-level code, its compile and test run may add
 
