@@ -336,6 +336,7 @@ def _write_atomic(path: Path, text: str) -> None:
 PARTS = ("build", "checked")
 BOTH = "checked+build"
 
+
 @dataclass
 class _Child:
     part: str

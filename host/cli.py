@@ -183,7 +183,7 @@ def cmd_run(args) -> int:
         if result.ok:  # a failure is logged by the host, which reads .livehost/error.json
             latest[:] = [result]
             if playing:
-                playing[0].compiled(result.compiled, result.seconds)
+                playing[0].note_compile(result.compiled, result.seconds)
                 playing[0].request(result.compiled)  # at once, not through the watched file
             log.info("Compiled %s in %.2f s%s", result.compiled["source_hash"], result.seconds,
                      " (defaults or settings only: its build served)" if result.compiled["reused_build"] else "")
@@ -197,7 +197,8 @@ def cmd_run(args) -> int:
         with DebouncedWatcher(project, (CONFIG_NAME, PATCH_NAME), recompile, name="livehost-sources",
                               debounce_s=SOURCE_DEBOUNCE_S):
             first.start()
-            _prepare_engines(stop)
+            # in a thread of its own: SIGTERM and Ctrl-C stay as quick while numba builds the engines
+            threading.Thread(target=_prepare_engines, args=(stop,), name="livehost-engines", daemon=True).start()
             if not (project / ".livehost" / "compiled.json").exists():
                 while first.is_alive() and not stop.wait(0.05):  # nothing to play before it
                     pass
@@ -206,7 +207,7 @@ def cmd_run(args) -> int:
                 beats.host = host
                 playing.append(host)
                 if latest:  # compiled before the host ran
-                    host.compiled(latest[0].compiled, latest[0].seconds)
+                    host.note_compile(latest[0].compiled, latest[0].seconds)
                 shown = _Status(host, rich=not args.headless and sys.stderr.isatty(), every_s=args.status_every)
                 _wait_for_stop(args.duration, tick=shown, stop=stop)
                 shown.close()

@@ -197,7 +197,7 @@ class Host:
         playing = self.runtime.id if self.runtime else "nothing"
         log.error("Compile failed: %s (still playing: %s)", self.last_error.get("text"), playing)
 
-    def compiled(self, compiled: dict, seconds: float) -> None:
+    def note_compile(self, compiled: dict, seconds: float) -> None:
         """Note a compile's result for the status (``livehost run`` calls it)."""
         self.last_compile = {"seconds": round(seconds, 3), "program": compiled["source_hash"],
                              "reused_build": bool(compiled.get("reused_build"))}

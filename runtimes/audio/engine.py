@@ -317,6 +317,7 @@ def _take_requests(s, start_ns, frame_count):
         s.newest = -1
         _fade_all_out(s, s.fade_frames)
     swap = s.swap_seq != s.swap_ack and not s.closing
+    acquire_fence()  # the request's fields (swap_every, swap_tag ...) were stored before its sequence number
     _drain_controls(s, s.swap_tag if swap else 0)
     if not swap:
         return -1
