@@ -78,29 +78,37 @@ def _assert_no_stuck_note(events) -> None:
     assert not stuck, f"stuck notes: {sorted(stuck)}"
 
 
-def _play(programs, program: str, ticks: int, **settings) -> tuple[list, dict]:
-    """Play *ticks* ticks into a capture; what it heard and the runtime's stats.
+def _clean_take(scenario) -> tuple[list, object]:
+    """Run ``scenario(cap)`` with a fresh capture client; what it heard and what the scenario returned.
 
     A take during which the JACK server reported an xrun (a client late: on
     this non-real-time server and two shared cores, the capture's own Python
-    callback now and then) loses events through no fault of the runtime's; it
-    is played again, and every take's xruns are printed.
+    callback now and then) loses or misplaces events through no fault of the
+    runtime's; it is played again, and every take's xruns are printed.
     """
     xruns = []
     for _ in range(TAKES):
         with Capture("cap") as cap:
-            rt = _runtime(connect_to="cap:in", **settings)
-            rt.start(programs[program], programs[program].new_state())
-            _wait_ticks(rt, ticks)
-            rt.close()
-            stats = rt.stats()
+            result = scenario(cap)
             events = cap.stop()
         xruns.append(cap.xruns)
         if not cap.xruns:
             if len(xruns) > 1:
                 print(f"\n(xruns reported by the server in each take: {xruns})")
-            return events, stats
+            return events, result
     pytest.fail(f"the JACK server reported xruns in every take: {xruns}")
+
+
+def _play(programs, program: str, ticks: int, **settings) -> tuple[list, dict]:
+    """Play *ticks* ticks into a capture; what it heard and the runtime's stats."""
+    def scenario(cap) -> dict:
+        rt = _runtime(connect_to="cap:in", **settings)
+        rt.start(programs[program], programs[program].new_state())
+        _wait_ticks(rt, ticks)
+        rt.close()
+        return rt.stats()
+
+    return _clean_take(scenario)
 
 
 def test_clock_spacing_is_exact_and_does_not_drift_over_2000_ticks(programs):
@@ -195,7 +203,7 @@ def test_hot_swap_keeps_state_and_ends_notes_of_the_old_kernel(programs):
 
 
 def test_with_swap_on_bar_the_new_program_starts_on_the_first_tick_of_a_bar(programs):
-    with Capture("cap") as cap:
+    def scenario(cap) -> int:
         rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)  # 200 frames per tick, 72 ticks per 3-beat bar
         rt.start(programs["sequencer"], programs["sequencer"].new_state())
         wait_for(lambda: rt.stats()["ticks"] > 80)  # into the second bar
@@ -203,7 +211,9 @@ def test_with_swap_on_bar_the_new_program_starts_on_the_first_tick_of_a_bar(prog
         rt.load(programs["sequencer2_on_bar"])  # returns once the swap took place
         _wait_ticks(rt, asked_at + 80)
         rt.close()
-        events = cap.stop()
+        return asked_at
+
+    events, asked_at = _clean_take(scenario)
     start = events[0][0]
     assert events[0][1] == START
     ons = [((f - start) // 200, d[1]) for f, d in events if len(d) == 3 and d[0] == 0x99]
@@ -231,7 +241,7 @@ def test_a_live_channel_change_ends_the_notes_on_the_old_channel(programs):
 
 
 def test_tempo_change_changes_spacing_at_the_next_tick_without_losing_one(programs):
-    with Capture("cap") as cap:
+    def scenario(cap):
         rt = _runtime(connect_to="cap:in", tempo_bpm=600.0)
         rt.start(programs["sequencer"], programs["sequencer"].new_state())
         _wait_ticks(rt, 50)
@@ -239,8 +249,9 @@ def test_tempo_change_changes_spacing_at_the_next_tick_without_losing_one(progra
         changed_at = rt.stats()["ticks"]
         _wait_ticks(rt, changed_at + 30)
         rt.close()
-        stats = rt.stats()
-        events = cap.stop()
+        return rt, changed_at, rt.stats()
+
+    events, (rt, changed_at, stats) = _clean_take(scenario)
     spacing = np.diff(_clock_frames(events)).tolist()
     switch = spacing.index(400)
     assert spacing[:switch] == [200] * switch and spacing[switch:] == [400] * (len(spacing) - switch)
