@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import CaptureProcess  # noqa: E402
+from helpers import CaptureProcess, save  # noqa: E402
 from jack_midi_capture import Capture  # noqa: E402
 
 RATE = 48000
@@ -118,10 +118,7 @@ class Rig:
 
     def _write(self, name: str, text: str) -> float:
         """Save as an editor does (temp file, rename); return when the save completed."""
-        tmp = self.project / f".{name}.swp"
-        tmp.write_text(text)
-        tmp.replace(self.project / name)
-        return time.time()
+        return save(self.project / name, text)
 
     def save_patch(self, freq: float | None = None, factor: float | None = None) -> float:
         self.freq = self.freq if freq is None else freq

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import gc
 import hashlib
 import json
@@ -126,13 +127,12 @@ def livehost_dir(project_dir: Path) -> Path:
     return Path(project_dir) / ".livehost"
 
 
-def source_hash(config_text: str, patch_source: str) -> str:
-    """Hash of everything a compiled config is made of: both sources and the generated code."""
+def source_hash(config_text: str, patch_source: str, build: str) -> str:
+    """Hash of everything a compiled config is made of: both sources and *build*, the build's hash."""
     h = hashlib.sha256()
-    for text in (config_text, patch_source):
+    for text in (config_text, patch_source, build):
         h.update(text.encode())
         h.update(b"\0")
-    h.update(build_hash(patch_source).encode())
     return h.hexdigest()[:16]
 
 
@@ -142,11 +142,18 @@ def build_hash(patch_source: str) -> str:
     compiled into it. Saves that change only defaults or ``livehost.toml``
     share a build: nothing is recompiled for them."""
     h = hashlib.sha256(code_text(patch_source).encode())
-    h.update(f"abi{abi.ABI_VERSION} numba{numba.__version__} py{sys.version_info[:2]}".encode())
-    h.update((ENTRY_TEMPLATE + KERNEL_TEMPLATE + CHECKED_TEMPLATE + repr(KERNEL_VIEWS)).encode())
-    for module in (abi, api):  # the context layout and helpers compiled into every build
-        h.update(Path(module.__file__).read_bytes())
+    h.update(_generated_code_digest())
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def _generated_code_digest() -> bytes:
+    """What every build of this process compiles besides the patch: read once, not at every save."""
+    h = hashlib.sha256(f"abi{abi.ABI_VERSION} numba{numba.__version__} py{sys.version_info[:2]}".encode())
+    h.update((ENTRY_TEMPLATE + KERNEL_TEMPLATE + CHECKED_TEMPLATE + repr(KERNEL_VIEWS)).encode())
+    for module in (abi, api):  # the context layout and helpers compiled into every build (as loaded here)
+        h.update(Path(module.__file__).read_bytes())
+    return h.digest()
 
 
 def code_text(source: str) -> str:
@@ -304,14 +311,15 @@ class _Sources:
     def read(cls, project_dir: Path) -> "_Sources":
         config = load_config(project_dir)
         source = _read_patch(project_dir)
-        build = livehost_dir(project_dir) / "build" / build_hash(source)
+        build_id = build_hash(source)
+        build = livehost_dir(project_dir) / "build" / build_id
         if not (build / "checked.py").exists():  # a build's files are written once, never rewritten
             build.mkdir(parents=True, exist_ok=True)
             _write_atomic(build / PATCH_NAME, source)  # the very text that is checked
             _write_atomic(build / "checked.py", CHECKED_TEMPLATE)
         else:
             os.utime(build)  # in use again: not pruned as old
-        return cls(project_dir, config, source, build, source_hash(config.text, source))
+        return cls(project_dir, config, source, build, source_hash(config.text, source, build_id))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -684,10 +692,7 @@ def _checked_run(kernel, checked, layout, shape, shown, real, patch_mod, report)
     """Run the bounds-checked *kernel* on fresh default state, called from Python:
     an out-of-range index or an exception is reported with its line instead of
     corrupting memory later in the audio thread."""
-    n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
-    state, ctx, inp, out, ev = _test_buffers(layout, shape)
-    _next_call(ctx, ev, 0, shape, kernel)  # numba's own helpers compile (or load) now, not within the time limit
-    report({"testing": kernel, "line": _line_of_def(patch_mod, kernel)})
+    n_calls, (state, ctx, inp, out, ev) = _start_test_run(kernel, layout, shape, patch_mod, report)
     times = []
     for i in range(n_calls):
         _next_call(ctx, ev, i, shape, kernel)
@@ -707,11 +712,8 @@ def _checked_run(kernel, checked, layout, shape, shown, real, patch_mod, report)
 def _entry_run(kernel, address, layout, shape, shown, patch_mod, report) -> None:
     """Run *kernel*'s native entry point on fresh default state as a runtime calls
     it: NaN/inf output or state, and the time per block or tick, are checked."""
-    n_calls = TEST_BLOCKS if kernel == "audio" else TEST_TICKS
     fn = abi.KERNEL_CFUNCTYPE(address)
-    state, ctx, inp, out, ev = _test_buffers(layout, shape)
-    _next_call(ctx, ev, 0, shape, kernel)  # numba's own helpers compile (or load) now, not within the time limit
-    report({"testing": kernel, "line": _line_of_def(patch_mod, kernel)})
+    n_calls, (state, ctx, inp, out, ev) = _start_test_run(kernel, layout, shape, patch_mod, report)
     times = []
     for i in range(n_calls):
         _next_call(ctx, ev, i, shape, kernel)
@@ -723,6 +725,15 @@ def _entry_run(kernel, address, layout, shape, shown, patch_mod, report) -> None
         _check_state(layout, state, kernel, i, shown, patch_mod)
         if i >= 3:  # the first call may page memory in
             _check_block_time(times[1:], shape, kernel, shown, patch_mod)
+
+
+def _start_test_run(kernel: str, layout, shape: RunShape, patch_mod, report) -> tuple[int, tuple]:
+    """How many calls *kernel*'s test run makes, and fresh buffers; *report* is told the
+    run starts (its time limit starts then)."""
+    buffers = _test_buffers(layout, shape)
+    _next_call(buffers[1], buffers[4], 0, shape, kernel)  # numba's own helpers compile (or load) now, not
+    report({"testing": kernel, "line": _line_of_def(patch_mod, kernel)})  # within the time limit
+    return (TEST_BLOCKS if kernel == "audio" else TEST_TICKS), buffers
 
 
 def _test_buffers(layout, shape: RunShape):

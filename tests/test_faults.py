@@ -328,6 +328,15 @@ def _steps(messages: list[list[int]]) -> list[int]:
     return steps
 
 
+def _until_heard(scenario):
+    """``scenario(attempt)`` until it returns something (None: the capture client hung), at most ATTEMPTS times."""
+    for attempt in range(ATTEMPTS):
+        run = scenario(attempt)
+        if run is not None:
+            return run
+    pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+
+
 def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
     """Play, kill the server, restart it, listen again; None when the capture hung (see PrivateJack.hung)."""
     with Capture("fltcap") as cap:
@@ -360,12 +369,7 @@ def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
 def test_midi_resumes_its_clock_and_steps_after_the_jack_server_is_killed_and_restarted(
         jack_server, livehost, project):
     jack_server.start()
-    for attempt in range(ATTEMPTS):
-        run = _midi_restart(jack_server, livehost, _sequencer(project, f"seq{attempt}"))
-        if run is not None:
-            break
-    else:
-        pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+    run = _until_heard(lambda attempt: _midi_restart(jack_server, livehost, _sequencer(project, f"seq{attempt}")))
     lh, before, events = run["lh"], run["before"], run["events"]
     after = [data for _, data in events]
     first_clock_s = run["server_up"] + events[after.index([CLOCK])][0] / SAMPLE_RATE  # frames count from its start
@@ -410,13 +414,8 @@ def _midi_late_server(server: PrivateJack, livehost, project: Path) -> tuple[lis
 
 
 def test_midi_waits_for_a_server_that_starts_after_it(jack_server, livehost, project):
-    for attempt in range(ATTEMPTS):
-        run = _midi_late_server(jack_server, livehost, _sequencer(project, f"seq{attempt}"))
-        if run is not None:
-            break
-    else:
-        pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
-    events, resumed = run
+    events, resumed = _until_heard(
+        lambda attempt: _midi_late_server(jack_server, livehost, _sequencer(project, f"seq{attempt}")))
     print(f"\nmidi: playing {resumed:.2f} s after the server started")
     assert events[:2] == [[START], [CLOCK]]  # the destination was there before the clock started
     assert _steps(events)[0] == 0 and events[-1] == [STOP] and not stuck_notes(events)
