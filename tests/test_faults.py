@@ -329,12 +329,13 @@ def _steps(messages: list[list[int]]) -> list[int]:
 
 
 def _until_heard(scenario):
-    """``scenario(attempt)`` until it returns something (None: the capture client hung), at most ATTEMPTS times."""
+    """``scenario(attempt)`` until it returns something (None: the capture client hung, or the
+    server reported an xrun while it listened), at most ATTEMPTS times."""
     for attempt in range(ATTEMPTS):
         run = scenario(attempt)
         if run is not None:
             return run
-    pytest.fail(f"the capture client hung in the JACK server {ATTEMPTS} times")
+    pytest.fail(f"the capture client hung or met xruns in the JACK server {ATTEMPTS} times")
 
 
 def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
@@ -345,8 +346,9 @@ def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
         wait_for(lambda: "livehost:out\n   fltcap:in" in server.ports(), START_S, 0.1)
         time.sleep(1.0)  # a few steps
         before = [data for _, data in cap.stop()]
-    if not before and server.hung("fltcap"):
-        print("\n(the capture client hung in the JACK server: the scenario again)")
+    if not before and server.hung("fltcap") or cap.xruns:
+        print(f"\n(the capture client hung in the JACK server, or the server reported {cap.xruns} xrun(s): "
+              "the scenario again)")
         lh.terminate()
         return None
     server.kill()
@@ -359,8 +361,9 @@ def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
         time.sleep(1.0)
         stop_s = lh.terminate()  # its last notes end and Stop arrives before the capture stops
         events = cap.stop()
-    if not events and server.hung("fltcap"):
-        print("\n(the capture client hung in the JACK server: the scenario again)")
+    if not events and server.hung("fltcap") or cap.xruns:
+        print(f"\n(the capture client hung in the JACK server, or the server reported {cap.xruns} xrun(s): "
+              "the scenario again)")
         return None
     return {"lh": lh, "before": before, "events": events, "resumed": resumed, "server_up": server_up,
             "stop_s": stop_s}
@@ -406,8 +409,9 @@ def _midi_late_server(server: PrivateJack, livehost, project: Path) -> tuple[lis
         time.sleep(1.0)
         lh.terminate()
         events = [data for _, data in cap.stop()]
-    if not events and server.hung("fltcap"):
-        print("\n(the capture client hung in the JACK server: the scenario again)")
+    if not events and server.hung("fltcap") or cap.xruns:
+        print(f"\n(the capture client hung in the JACK server, or the server reported {cap.xruns} xrun(s): "
+              "the scenario again)")
         server.stop()
         return None
     return events, resumed
