@@ -159,7 +159,7 @@ def test_destroy_mid_note_ends_it_with_note_off_all_notes_off_and_stop(programs)
 def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
     from runtimes.logic import LogicRuntime
 
-    with Capture("cap") as cap:
+    def scenario(cap):
         midi = _runtime(connect_to="cap:in", tempo_bpm=600.0)
         midi.start(programs["sequencer"], programs["sequencer"].new_state())
         wait_for(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
@@ -168,10 +168,18 @@ def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
         logic = LogicRuntime({"ppqn": 24, "channel": 10})
         logic.start(program, state.copy())
         logic.close()
-        events = cap.stop()
+        return state
+
+    # The note may end on its own between the wait above and close() (a tick every 4 ms): such a
+    # take tests nothing of a switch mid-note, and is played again.
+    for attempt in range(TAKES):
+        events, state = _clean_take(scenario)
+        release_frame = next(f for f, d in events if d == [0xB9, 123, 0])  # the close's notes-off, in one cycle
+        if any(d[:1] == [0x89] for f, d in events if f == release_frame):
+            break
+        print(f"\n(take {attempt + 1}: the note had ended before close: again)")
     _assert_no_stuck_note(events)
     assert events[-1][1] == STOP
-    release_frame = next(f for f, d in events if d == [0xB9, 123, 0])  # the close's notes-off, in one cycle
     kernel_note_offs = sum(1 for f, d in events if d[:1] == [0x89] and f != release_frame)
     assert any(d[:1] == [0x89] for f, d in events if f == release_frame)  # it closed mid-note
     assert int(state["step"][0]) == kernel_note_offs % 4  # the state of the last tick played
