@@ -139,6 +139,17 @@ def _counts(pid: int | str = "self") -> tuple[int, int]:
     return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _fds() -> set[str]:
+    """What this process's file descriptors point at (to say which one a count gained)."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:  # closed meanwhile
+            pass
+    return out
+
+
 @pytest.mark.soak
 @pytest.mark.jack
 def test_a_long_session_stays_flat_and_clean(tmp_path, request):
@@ -187,6 +198,7 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
                         figures["host_mb"].append(round(_rss_mb(), 1))
                         figures["worker_mb"].append(round(_rss_mb(worker.pid), 1))
                         figures["host_threads_fds"].append(_counts())
+                        figures.setdefault("host_fd_names", []).append(_fds())
                         figures["worker_threads_fds"].append(_counts(worker.pid))
                 if switches % 2 == 0:
                     overruns += host.runtime.stats()["overruns"]
@@ -207,5 +219,6 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
     assert stuck_notes(d for _, d in events) == set() and len(events) > 0
     assert figures["worker_mb"][1] - figures["worker_mb"][0] < 30, figures
     assert figures["host_mb"][1] - figures["host_mb"][0] < 60, figures
-    assert figures["host_threads_fds"][1] == figures["host_threads_fds"][0], figures
+    gained = sorted(figures["host_fd_names"][1] - figures["host_fd_names"][0])
+    assert figures["host_threads_fds"][1] == figures["host_threads_fds"][0], (figures["host_threads_fds"], gained)
     assert figures["worker_threads_fds"][1] == figures["worker_threads_fds"][0], figures
