@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import fcntl
 import functools
 import gc
 import hashlib
 import json
 import os
+import pickle
 import re
 import resource
 import select
@@ -270,22 +272,27 @@ def _typing_error(exc: Exception, build_patch: Path, shown: str, source: str) ->
 # --- compile -------------------------------------------------------------------
 
 
-def compile_project(project_dir: Path) -> dict:
+def compile_project(project_dir: Path, *, standby: bool = False) -> dict:
     """Compile *project_dir* and publish ``.livehost/compiled.json``.
 
     On failure nothing is written over the last good compiled config; the
     error goes to ``.livehost/error.json`` and is raised as a SourceError.
     The compiled config is returned with absolute paths; on disk its paths
     are relative to ``.livehost/``, so a project folder can be copied or moved.
+
+    *standby* (the compile worker): a save of the build that was compiled last
+    is test-run in the child :func:`fork_standby` left ready with that build loaded.
     """
     project_dir = Path(project_dir).resolve()
     out = livehost_dir(project_dir)
     try:
         sources = _Sources.read(project_dir)  # unreadable files are refused here, before any fork
-        compiled = _settings_only(sources) or _compile_isolated(sources)
+        compiled = _settings_only(sources) or _compile_isolated(sources, STANDBY.take(sources) if standby else None)
     except (ConfigError, PatchError) as exc:
         write_json_atomic(out / ERROR_NAME, {**exc.to_json(), "time": time.time()})
         raise
+    if standby:
+        STANDBY.compiled = sources
     write_json_atomic(out / COMPILED_NAME, on_disk(compiled))
     (out / ERROR_NAME).unlink(missing_ok=True)
     prune_builds(out / "build", keep=Path(compiled["build_dir"]))
@@ -378,12 +385,13 @@ def _text_sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _compile_isolated(sources: _Sources) -> dict:
-    """Run both parts in forked children; turn what they report into a result or an error."""
-    children: dict[int, _Child] = {}
+def _compile_isolated(sources: _Sources, standby: tuple[int, _Child] | None = None) -> dict:
+    """Run both parts in forked children (or in *standby*: its report pipe and child);
+    turn what they report into a result or an error."""
+    children: dict[int, _Child] = dict([standby]) if standby else {}
     try:
         cached = any(sources.build.glob("entry_*.py"))
-        for part in ((BOTH,) if cached else PARTS):
+        for part in (() if standby else (BOTH,) if cached else PARTS):
             read_fd, write_fd = os.pipe()
             # The child's garbage collector must not walk this process's objects: touching
             # them all copies every page (a collection in a child took 150 ms here).
@@ -407,7 +415,12 @@ def _compile_isolated(sources: _Sources) -> dict:
             _reap(child.pid)
 
 
-def _child(sources: _Sources, part: str, fd: int) -> None:
+def _child(sources: _Sources | None, part: str, fd: int, request_fd: int | None = None) -> None:
+    """A forked child's life: run *part* of the compile of *sources*, telling the parent on *fd*.
+
+    A standby child (*request_fd*) first loads the build of *sources* by
+    compiling it once, unheard, then waits for the sources of the compile it is for.
+    """
     def report(message: dict) -> None:
         os.write(fd, (json.dumps(message, default=_jsonable) + "\n").encode())
 
@@ -415,6 +428,8 @@ def _child(sources: _Sources, part: str, fd: int) -> None:
     try:
         die_with_parent()
         _limit_memory(MEMORY_BUDGET_BYTES)
+        if request_fd is not None:
+            sources = _standby_wait(sources, request_fd)
         report({"result": _compile_part(sources, part, report)})
         code = 0
     except SourceError as exc:
@@ -481,6 +496,117 @@ def _await_children(children: dict[int, _Child], patch_path: str) -> dict:
     if died is not None:
         raise died
     return results["build"] if "build" in results else results[BOTH]
+
+
+# --- a child kept ready for the next save of the same build ------------------------
+#
+# A save of defaults (the commonest edit on stage) reuses the build, and its compile is a
+# quick test run of cached code; forking a child and loading that code into it took most of
+# its time. So the worker forks the next child once a compile is answered, and it loads
+# that build ahead: a save of the same build hands it the sources, and only the test run
+# is left. A save of another build discards it.
+
+PIPE_BYTES = 1 << 20  # a request bigger than the pipe holds takes the usual path
+
+
+class _StandbySlot:
+    """The compile worker's one standby child, and the sources of the last good compile."""
+
+    def __init__(self) -> None:
+        self.child: tuple[int, int, int, Path] | None = None  # pid, request fd, report fd, build
+        self.compiled: _Sources | None = None
+
+    def take(self, sources: _Sources) -> tuple[int, _Child] | None:
+        """Hand *sources* to the standby child if it holds their build: its report fd and record."""
+        child, self.child = self.child, None
+        if child is None:
+            return None
+        pid, request_fd, report_fd, build = child
+        request = pickle.dumps(sources) if build == sources.build else b""
+        try:
+            if len(request) > PIPE_BYTES or not request or os.write(request_fd, request) != len(request):
+                raise OSError("no use")
+        except OSError:  # another build, too big, or the child is gone: it ends at EOF
+            os.close(request_fd)
+            os.close(report_fd)
+            _end(pid)
+            return None
+        os.close(request_fd)  # EOF: the request is whole
+        return report_fd, _Child(BOTH, pid, time.monotonic() + COMPILE_TIMEOUT_S)
+
+    def fork(self) -> None:
+        """Fork a standby child for the last good compile's build, unless one is ready."""
+        if self.child is not None or self.compiled is None or not self.compiled.build.exists():
+            return
+        request_r, request_w = os.pipe()
+        report_r, report_w = os.pipe()
+        try:
+            fcntl.fcntl(request_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:  # a smaller limit: big requests take the usual path
+            pass
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            os.close(request_w)
+            os.close(report_r)
+            _child(self.compiled, BOTH, report_w, request_fd=request_r)
+        gc.unfreeze()
+        os.close(request_r)
+        os.close(report_w)
+        self.child = (pid, request_w, report_r, self.compiled.build)
+
+    def close(self) -> None:
+        child, self.child = self.child, None
+        if child is not None:
+            os.close(child[1])
+            os.close(child[2])
+            _end(child[0])
+
+
+STANDBY = _StandbySlot()
+
+
+def fork_standby() -> None:
+    """Have a child ready for the next save of the build compiled last (the compile worker, between requests)."""
+    STANDBY.fork()
+
+
+def _standby_wait(prepared: _Sources, request_fd: int) -> _Sources:
+    """Load *prepared*'s build (compile it once, reporting nothing), then read the request."""
+    global _LOADED
+    _LOADED = {}
+    shown = os.dup(1), os.dup(2)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)  # the patch's top-level print()s were shown by its own compile
+    os.dup2(quiet, 2)
+    try:
+        _compile_part(prepared, BOTH, lambda message: None)
+    except Exception:  # the build changed under us (pruned): the request's own compile says what is wrong
+        pass
+    finally:
+        for fd, saved in zip((1, 2), shown):
+            os.dup2(saved, fd)
+            os.close(saved)
+        os.close(quiet)
+    chunks = []
+    while chunk := os.read(request_fd, PIPE_BYTES):
+        chunks.append(chunk)
+    if not chunks:  # discarded
+        os._exit(0)
+    return pickle.loads(b"".join(chunks))
+
+
+def _end(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+# Modules and bounds-checked kernels a standby child loaded, by (build, name): None elsewhere,
+# so that every other compile loads the build afresh.
+_LOADED: dict | None = None
 
 
 def _child_died(status: int | None, patch_path: str, testing) -> PatchError:
@@ -561,7 +687,7 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
         # that raises Python exceptions, and imports it when it loads the kernel back.
         sys.modules[checked_mod.patch.__name__] = checked_mod.patch
         for kernel in kernels:
-            fn = checked_mod.checked(kernel)
+            fn = _kept((build, "checked", kernel), lambda: checked_mod.checked(kernel))
             signature = tuple(numba.typeof(a) for a in _test_args(kernel, shape, *_test_buffers(layout, shape)))
             _load_kernel(lambda: fn.compile(signature), build, layout, source, patch_path)  # or from the cache
             _checked_run(kernel, fn, layout, shape, patch_path, str(build / PATCH_NAME), checked_mod.patch, report)
@@ -598,6 +724,7 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
         "warnings": config.warnings,
         "compiled_at": time.time(),
         "compile_seconds": round(seconds, 4),
+        "prepared": _LOADED is not None,  # test-run in a child that had loaded the build ahead
         "patch_sha": _text_sha(source),  # what was test-run, and how: a save of settings alone
         "shape": dataclasses.asdict(shape),  # that changes neither needs no run (see _settings_only)
     }
@@ -615,7 +742,17 @@ def _kernels_and_layout(namespace: dict, source: str, patch_path: str) -> tuple[
 
 def _load(build: Path, module: str, layout: StateLayout, source: str, patch_path: str):
     """Import the build's *module* (``entry``: numba compiles its entry points, or loads them from the cache)."""
-    return _load_kernel(lambda: load_build(build, module), build, layout, source, patch_path)
+    return _kept((build, module), lambda: _load_kernel(lambda: load_build(build, module), build, layout, source,
+                                                        patch_path))
+
+
+def _kept(key: tuple, make):
+    """``make()``, or in a standby child what it made for *key* before."""
+    if _LOADED is None:
+        return make()
+    if key not in _LOADED:
+        _LOADED[key] = make()
+    return _LOADED[key]
 
 
 def _load_kernel(load, build: Path, layout: StateLayout, source: str, patch_path: str):

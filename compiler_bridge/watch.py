@@ -20,7 +20,8 @@ log = logging.getLogger("livehost.compiler_bridge")
 
 
 class DebouncedWatcher(FileSystemEventHandler):
-    """Call ``callback(names_changed)`` once things settle for *debounce_s*.
+    """Call ``callback(names_changed)`` once things settle for *debounce_s*, or at
+    once when a save is complete: a file closed after writing, or renamed over a name.
 
     Watches the files *names* in *folder* (not recursive).
     """
@@ -65,9 +66,10 @@ class DebouncedWatcher(FileSystemEventHandler):
         hits = {Path(p).name for p in paths if p and Path(p).name in self.names}
         if not hits or event.event_type in ("opened", "closed_no_write"):
             return
+        complete = event.event_type in ("closed", "moved")  # the writer is done: no need to wait
         with self._cond:
             self._changed |= hits
-            self._due = time.monotonic() + self.debounce_s
+            self._due = time.monotonic() + (0.0 if complete else self.debounce_s)
             self._cond.notify_all()
 
     def _dispatch(self) -> None:

@@ -155,6 +155,38 @@ def test_worker_survives_a_patch_that_exits_or_kills_its_process(worker, project
     SESSION_PIDS.add(worker.pid)
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_save_of_the_same_build_is_test_run_by_a_child_that_loaded_it_ahead(worker, project):
+    """The worker keeps one child with the last good build loaded: a save of defaults is
+    only its test run. A bad value is still refused; a save of other code discards it."""
+    sine = project("sine")
+    patch = sine / "patch.py"
+    source = patch.read_text()
+    first = worker.compile(sine)
+    assert first.ok and not first.compiled["prepared"]
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660.0"))
+    default = worker.compile(sine)
+    assert default.ok and default.compiled["prepared"] and default.compiled["reused_build"]
+    assert [f["default"] for f in default.compiled["state"]][0] == 660.0
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 1e999"))  # inf: the sine turns NaN
+    bad = worker.compile(sine)
+    assert not bad.ok and bad.error["line"] == 12 and "wrote NaN or inf" in bad.text
+    assert read_compiled(sine)["source_hash"] == default.compiled["source_hash"]
+    patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 550.0"))
+    again = worker.compile(sine)  # a child with the last good build was made ready after the refusal
+    assert again.ok and again.compiled["prepared"] and again.compiled["state"][0]["default"] == 550.0
+    patch.write_text(source + "# another build\n")
+    edited = worker.compile(sine)
+    assert edited.ok and not edited.compiled["prepared"] and edited.compiled["build"] != first.compiled["build"]
+    from helpers import wait_for
+
+    wait_for(lambda: _children(worker.pid))  # forked once the reply is out
+    assert len(_children(worker.pid)) == 1  # the one for the new build: the discarded one was reaped
+
+
 def test_old_builds_are_pruned_but_the_published_one_stays(project):
     from compiler_bridge.compile import KEEP_BUILDS
 

@@ -295,6 +295,23 @@ def test_watcher_survives_a_failing_callback(tmp_path):
     assert calls == [{"patch.py"}, {"patch.py"}]
 
 
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_a_complete_save_is_handled_at_once_not_after_the_debounce(tmp_path, how):
+    """A file renamed over the name, or closed after writing, is a whole save: the
+    callback runs without waiting out the debounce (here far longer than the wait)."""
+    from compiler_bridge.watch import DebouncedWatcher
+
+    calls = []
+    with DebouncedWatcher(tmp_path, ["patch.py"], calls.append, debounce_s=60.0):
+        if how == "rename":
+            (tmp_path / ".patch.py.tmp").write_text("x = 1\n")
+            (tmp_path / ".patch.py.tmp").replace(tmp_path / "patch.py")
+        else:
+            (tmp_path / "patch.py").write_text("x = 2\n")
+        wait_for(lambda: calls, 10)
+    assert calls == [{"patch.py"}]
+
+
 def test_a_refused_swap_keeps_the_old_tempo(project, caplog):
     seq = sequencer_on(project, 'runtime = "offline"\noutput = "take.mid"')
     compile_project(seq)

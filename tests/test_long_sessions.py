@@ -139,6 +139,10 @@ def _counts(pid: int | str = "self") -> tuple[int, int]:
     return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
 def _fds() -> set[str]:
     """What this process's file descriptors point at (to say which one a count gained)."""
     out = set()
@@ -195,6 +199,8 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
                     if take % switch_every == 0 and switches % 2 == 0:
                         audio_cap.start()  # back on audio: listen again
                     if take == 20 or take == builds:  # after warm-up, and at the end
+                        # the worker forks a child for the next save once it has replied: counted with it
+                        wait_for(lambda: len(_children(worker.pid)) == 1)
                         figures["host_mb"].append(round(_rss_mb(), 1))
                         figures["worker_mb"].append(round(_rss_mb(worker.pid), 1))
                         figures["host_threads_fds"].append(_counts())
