@@ -30,6 +30,8 @@ TOP_LEVEL = {
     "runtime_settings": (list, "an array of [[runtime_settings]] tables"),
     "swap_on": (str, '"block", "beat" or "bar"'),
     "beats_per_bar": (int, "a whole number of beats"),
+    "osc_port": (int, "a UDP port number (livehost run listens for OSC there)"),
+    "osc_host": (str, 'an address to bind OSC to, e.g. "127.0.0.1"'),
 }
 DEFAULT_TEMPO_BPM = 120.0
 # When a new program takes over: at the next block (at once: a changed number is heard within
@@ -51,6 +53,8 @@ class ProjectConfig:
     text: str = field(default="", repr=False)  # the file as read
     swap_on: str = "block"
     beats_per_bar: int = 4
+    osc_port: int | None = None  # read by livehost run when it starts
+    osc_host: str = "127.0.0.1"
 
     def line_of(self, *key) -> int | None:
         return self.lines.get(tuple(key))
@@ -120,6 +124,9 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
     beats_per_bar = data.get("beats_per_bar", 4)
     if not 1 <= beats_per_bar <= 64:
         fail(("beats_per_bar",), f"beats_per_bar = {beats_per_bar!r}: expected a whole number from 1 to 64")
+    osc_port = data.get("osc_port")
+    if osc_port is not None and not 1 <= osc_port <= 65535:
+        fail(("osc_port",), f"osc_port = {osc_port!r}: expected a UDP port from 1 to 65535")
     selected = data.get("selected_runtime", 0)
     if not 0 <= selected < len(resolved):
         warnings.append(
@@ -127,7 +134,8 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
             f"(0..{len(resolved) - 1}); the default runtime is used"
         )
     return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
-                         float(tempo), resolved, warnings, lines, text, swap_on, beats_per_bar)
+                         float(tempo), resolved, warnings, lines, text, swap_on, beats_per_bar, osc_port,
+                         data.get("osc_host", "127.0.0.1"))
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:

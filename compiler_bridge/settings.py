@@ -139,12 +139,13 @@ MIDI = RuntimeSchema(
     "midi",
     defaults={"output": None, "connect_to": None, "input": None, "tempo_bpm": None, "ppqn": 24,
               "send_clock": True, "send_transport": True, "channel": 1, "backend": "auto",
-              "cc_map": {}, "note_field": None, "velocity_field": None},
+              "cc_map": {}, "note_field": None, "velocity_field": None, "clock_source": "internal"},
     checks={"output": text(), "connect_to": text(), "input": text(),
             "tempo_bpm": number(20.0, 999.0, optional=True), "ppqn": integer(24, 960, multiple_of=24),
             "send_clock": boolean, "send_transport": boolean, "channel": integer(1, 16),
             "backend": text(optional=False, choices=("auto", "jack", "native", "alsa", "rtmidi_jack")),
-            "cc_map": field_map, "note_field": text(), "velocity_field": text()},
+            "cc_map": field_map, "note_field": text(), "velocity_field": text(),
+            "clock_source": text(optional=False, choices=("internal", "midi"))},
     live_keys=frozenset({"tempo_bpm", "cc_map", "note_field", "velocity_field", "channel", "send_clock"}),
 )
 

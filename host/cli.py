@@ -8,6 +8,7 @@ else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -209,7 +210,8 @@ def cmd_run(args) -> int:
                 if latest:  # compiled before the host ran
                     host.note_compile(latest[0].compiled, latest[0].seconds)
                 shown = _Status(host, rich=not args.headless and sys.stderr.isatty(), every_s=args.status_every)
-                _wait_for_stop(args.duration, tick=shown, stop=stop)
+                with _osc(args, project, host):
+                    _wait_for_stop(args.duration, tick=shown, stop=stop)
                 shown.close()
                 beats.host = None
                 playing.clear()
@@ -222,6 +224,32 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, old_handler)
     log.info("Stopped: %s", status_line(final))
     return 0
+
+
+def _osc(args, project: Path, host):
+    """The OSC server ``--osc-port`` or ``osc_port`` asks for, as a context; a port that
+    cannot be bound is logged and the music plays on without it."""
+    from compiler_bridge.config import load_config
+    from compiler_bridge.errors import ConfigError
+
+    port, bind = args.osc_port, args.osc_host
+    if port is None or bind is None:
+        try:
+            config = load_config(project)
+        except ConfigError:  # the compile says what is wrong with it
+            config = None
+        if config is not None:
+            port = config.osc_port if port is None else port
+            bind = bind or config.osc_host
+    if not port:
+        return contextlib.nullcontext()
+    from .osc import OscServer
+
+    try:
+        return OscServer(host, port, bind or "127.0.0.1")
+    except OSError as exc:
+        log.error("OSC control is off: cannot listen on udp://%s:%s: %s", bind or "127.0.0.1", port, exc)
+        return contextlib.nullcontext()
 
 
 def _prepare_engines(stop: threading.Event) -> None:
@@ -279,6 +307,10 @@ def _child_args(args) -> list[str]:
     if args.duration is not None:
         child += ["--duration", str(args.duration)]
     child += ["--status-every", str(args.status_every)]
+    if args.osc_port is not None:
+        child += ["--osc-port", str(args.osc_port)]
+    if args.osc_host:
+        child += ["--osc-host", args.osc_host]
     return child
 
 
@@ -394,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no status line, log lines only; runs under a supervisor that restarts a crashed or hung host")
     p.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="SECONDS",
                    help=f"without a terminal: log a status line this often (default {STATUS_EVERY_S:g})")
+    p.add_argument("--osc-port", type=int, metavar="PORT",
+                   help="listen for OSC control on this UDP port (default: osc_port in livehost.toml; none)")
+    p.add_argument("--osc-host", metavar="ADDRESS",
+                   help="address OSC binds to (default: osc_host in livehost.toml, else 127.0.0.1)")
     p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe
     p.add_argument("--quarantine", action="append", default=[], help=argparse.SUPPRESS)  # source hashes not to play
     p.set_defaults(fn=cmd_run)

@@ -10,6 +10,7 @@ one is applied right after.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, write_json_atomic
+from compiler_bridge.config import SWAP_ON
 from compiler_bridge.errors import CompiledConfigError, HostError
 from compiler_bridge.program import Program, on_disk, read_compiled
 from compiler_bridge.state import load_snapshot, save_snapshot
@@ -85,6 +87,8 @@ class Host:
         self.last_compile: dict | None = None  # what the last compile said: seconds, build, whether it was reused
         self.unclean_start = False  # a live run found that the last one did not end cleanly
         self._compiled: dict | None = None  # what plays now
+        self._from_file: dict | None = None  # the last compile's result, before live overrides
+        self._overrides: dict[str, tuple[Any, Any]] = {}  # key -> (value, the file's value when it was set)
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -148,8 +152,88 @@ class Host:
         process reaches the host through the file.
         """
         with self._slot_cond:
-            self._pending = compiled
+            self._from_file = compiled
+            self._pending = self._overridden(compiled)
             self._slot_cond.notify_all()
+
+    # --- live control (OSC): what an edit of livehost.toml would do, in memory ---
+
+    def set_live(self, key: str, value: Any) -> None:
+        """Set ``tempo_bpm``, ``selected_runtime`` (an index, or a runtime id) or ``swap_on`` now.
+
+        It holds, through later saves, until a save changes that key in
+        ``livehost.toml``: then the file's word is the last. Raises ValueError
+        for a value that is not one of the key's.
+        """
+        with self._slot_cond:
+            compiled = self._from_file
+            if compiled is None:
+                raise ValueError("nothing is compiled yet")
+            config = compiled["config"]
+            if key == "tempo_bpm":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 20.0 <= value <= 999.0:
+                    raise ValueError(f"tempo_bpm {value!r}: expected a number from 20 to 999")
+                value = float(value)
+            elif key == "selected_runtime":
+                value = _runtime_index(config, value)
+            elif key == "swap_on":
+                if value not in SWAP_ON:
+                    raise ValueError(f"swap_on {value!r}: expected one of {', '.join(SWAP_ON)}")
+            else:
+                raise ValueError(f"{key!r} cannot be set live (tempo_bpm, selected_runtime, swap_on)")
+            self._overrides[key] = (value, _file_value(config, key))
+            if key == "selected_runtime":  # a switch: through the lifecycle, like a save
+                self._pending = self._overridden(compiled)
+                self._slot_cond.notify_all()
+                return
+        if key == "tempo_bpm":  # at once, without a swap; later programs get it in their config
+            with self._lock:
+                self.transport.set_tempo(value)
+                if self.runtime is not None:
+                    self.runtime.set_tempo(value)
+        # swap_on: the next program's config carries it
+
+    def write_state(self, name: str, value: float, index: int = 0) -> None:
+        """Write a state field of the playing program at the next block or tick.
+
+        Raises ValueError naming what is wrong (no such field, index, nothing plays, queue full).
+        """
+        with self._lock:
+            runtime = self.runtime
+            if runtime is None or runtime.program is None:
+                raise ValueError("nothing plays")
+            names = runtime.program.layout.names()
+            if name not in names:
+                raise ValueError(f"no state field {name!r} (fields: {', '.join(names) or 'none'})")
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: {value!r} is not a number") from None
+            if not np.isfinite(value):
+                raise ValueError(f"{name}: {value!r} is not a finite number")
+            try:
+                pushed = runtime.write_state(name, value, index)
+            except (IndexError, *_RUNTIME_FAILURES) as exc:
+                raise ValueError(str(exc)) from None
+            if not pushed:
+                raise ValueError(f"{name}: the engine's write queue is full")
+
+    def _overridden(self, compiled: dict) -> dict:
+        """*compiled* with the live overrides that still hold (caller holds ``_slot_cond``)."""
+        config = None
+        for key, (value, seen) in list(self._overrides.items()):
+            if _file_value(compiled["config"], key) != seen:  # a save changed it: the file wins
+                del self._overrides[key]
+                continue
+            config = config or copy.deepcopy(compiled["config"])
+            if key == "tempo_bpm":
+                config["tempo_bpm"] = value
+                for entry in config["runtime_settings"]:
+                    if entry.get("tempo_bpm") is not None:
+                        entry["tempo_bpm"] = value
+            else:
+                config[key] = value
+        return compiled if config is None else {**compiled, "config": config}
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until no request is pending or being applied."""
@@ -447,6 +531,27 @@ class Host:
                 "quarantined": sorted(self.quarantine),
                 "last_compile": self.last_compile,
                 "last_error": self.last_error}
+
+
+def _file_value(config: dict, key: str) -> Any:
+    """What a compiled *config* says of a live key (a runtime's own tempo included)."""
+    if key == "tempo_bpm":
+        return config["tempo_bpm"], [e.get("tempo_bpm") for e in config["runtime_settings"]]
+    return config.get(key)
+
+
+def _runtime_index(config: dict, value: Any) -> int:
+    """The ``runtime_settings`` index *value* names: an index, or the first entry of a runtime id."""
+    entries = config["runtime_settings"]
+    if isinstance(value, str):
+        for i, entry in enumerate(entries):
+            if entry.get("runtime") == value:
+                return i
+        raise ValueError(f"no [[runtime_settings]] entry for runtime {value!r} "
+                         f"(entries: {', '.join(e.get('runtime', '?') for e in entries)})")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(entries):
+        raise ValueError(f"runtime {value!r}: expected a runtime id or an index from 0 to {len(entries) - 1}")
+    return value
 
 
 class _Counts:

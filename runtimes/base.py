@@ -119,6 +119,25 @@ class BaseRuntime:
                 self.program = playing
             return lines
 
+    def set_tempo(self, tempo_bpm: float) -> None:
+        """Change the transport's tempo now (the beat goes on from where it is)."""
+        with self._lock:
+            self.transport.set_tempo(tempo_bpm)
+            self._tempo_changed()
+
+    def write_state(self, name: str, value: float, index: int = 0) -> bool:
+        """Write *value* to the playing state's field *name* (element *index*) at the
+        next block or tick boundary; False when the engine's queue is full.
+
+        Raises KeyError (no such field), IndexError, or RuntimeInitError
+        (nothing plays, or this runtime takes no live writes).
+        """
+        with self._lock:
+            ring = self._controls() if self.started and not self.closed else None
+            if ring is None or self.program is None:
+                raise RuntimeInitError(f"{self.id}: takes no state writes now")
+            return ring.push(*self.program.layout.target(name, index), float(value))
+
     def close(self) -> None:
         """Silence and free everything; closing twice is fine."""
         with self._lock:
@@ -156,3 +175,10 @@ class BaseRuntime:
 
     def _close(self) -> None:
         pass
+
+    def _tempo_changed(self) -> None:
+        pass
+
+    def _controls(self):
+        """The engine's :class:`~runtimes.realtime.controls.ControlRing`, if it has one."""
+        return None

@@ -64,5 +64,8 @@ class LogicRuntime(BaseRuntime):
         return {**self._ticked.stats(), "events_out": self.events_out, "notes_on": engine["notes_on"],
                 "swaps": engine["swaps"], "kernel_errors": engine["kernel_errors"]}
 
+    def _controls(self):
+        return self.engine.controls if self.engine is not None else None
+
     def _close(self) -> None:
         self._ticked.stop()

@@ -7,6 +7,9 @@ Commands on stdin, one per line:
 
 * ``send HEX...`` -- write these bytes at the start of the next cycle.
 * ``connect SRC DST`` -- connect two ports.
+* ``schedule JSON`` -- a list of ``[frame, [bytes...]]``: sent from ``NAME:out`` at
+  those frames after a base a few cycles ahead; answers ``ok BASE``. Bytes the
+  callback could only write after their frame (it missed a cycle) count as late.
 * ``clock`` -- answers ``ok FRAME TIME``: JACK's frame time and ``time.time()``
   read together, to place recorded frames on the wall clock.
 * ``stop`` -- leave the graph, print the recording as one JSON line and the
@@ -34,6 +37,7 @@ def _serve(name: str) -> None:
     recorded: list[tuple[int, list[int]]] = []
     xruns = [0]
     to_send: queue.SimpleQueue = queue.SimpleQueue()
+    plan = {"events": [], "next": 0, "base": None, "late": 0}
 
     @client.set_xrun_callback
     def xrun(delay_us: float) -> None:
@@ -47,6 +51,15 @@ def _serve(name: str) -> None:
         outport.clear_buffer()
         while not to_send.empty():
             outport.write_midi_event(0, to_send.get())
+        events = plan["events"]
+        if events and plan["base"] is None:
+            plan["base"] = start + 4 * frames
+        while plan["next"] < len(events) and plan["base"] + events[plan["next"]][0] < start + frames:
+            offset = plan["base"] + events[plan["next"]][0] - start
+            if offset < 0:
+                plan["late"] += 1
+            outport.write_midi_event(max(offset, 0), bytes(events[plan["next"]][1]))
+            plan["next"] += 1
 
     with client:
         print("ready", inport.name, outport.name, flush=True)
@@ -56,6 +69,13 @@ def _serve(name: str) -> None:
                 to_send.put(bytes(int(a, 16) for a in args))
             elif cmd == "connect":
                 client.connect(*args)
+            elif cmd == "schedule":
+                plan["base"], plan["next"] = None, 0
+                plan["events"] = json.loads(line.split(None, 1)[1])
+                while plan["base"] is None:
+                    time.sleep(0.001)
+                print("ok", plan["base"], flush=True)
+                continue
             elif cmd == "clock":
                 print("ok", client.frame_time, repr(time.time()), flush=True)
                 continue
@@ -64,7 +84,7 @@ def _serve(name: str) -> None:
             print("ok", flush=True)
         client.deactivate()
     print(json.dumps(recorded), flush=True)
-    print(json.dumps({"xruns": xruns[0]}), flush=True)
+    print(json.dumps({"xruns": xruns[0], "late": plan["late"]}), flush=True)
 
 
 class Capture:
@@ -90,6 +110,7 @@ class Capture:
         self.inport, self.outport = ready[1], ready[2]
         self.events: list[tuple[int, list[int]]] | None = None
         self.xruns: int | None = None  # the server's xruns while it listened, known once stopped
+        self.late: int | None = None  # scheduled bytes written after their frame, known once stopped
 
     def _command(self, line: str) -> None:
         self.proc.stdin.write(line + "\n")
@@ -102,6 +123,14 @@ class Capture:
 
     def connect(self, source: str, destination: str) -> None:
         self._command(f"connect {source} {destination}")
+
+    def schedule(self, events: list[tuple[int, list[int]]]) -> int:
+        """Send *events* (``(frame, bytes)``, frames in order) at ``BASE + frame``; return BASE."""
+        self.proc.stdin.write("schedule " + json.dumps(events) + "\n")
+        self.proc.stdin.flush()
+        ok, base = self.proc.stdout.readline().split()
+        assert ok == "ok"
+        return int(base)
 
     def clock(self) -> tuple[int, float]:
         """``(JACK frame time, time.time())`` read together in the capture process."""
@@ -117,7 +146,8 @@ class Capture:
             self.proc.stdin.write("stop\n")
             self.proc.stdin.close()
             self.events = [(f, d) for f, d in json.loads(self.proc.stdout.readline())]
-            self.xruns = json.loads(self.proc.stdout.readline())["xruns"]
+            report = json.loads(self.proc.stdout.readline())
+            self.xruns, self.late = report["xruns"], report["late"]
             self.proc.stdout.close()
             self.proc.wait(10)
         return self.events

@@ -412,6 +412,13 @@ class AudioRuntime(BaseRuntime):
             self._engine.set_crossfade_ms(float(settings["crossfade_ms"]))
             self._publish_transport(self._engine)
 
+    def _tempo_changed(self) -> None:
+        if self._engine is not None:
+            self._publish_transport(self._engine)
+
+    def _controls(self):
+        return self._engine.controls if self._engine is not None else None
+
     def _snapshot(self) -> np.ndarray:
         engine = self._engine
         if engine is None:

@@ -57,6 +57,18 @@ QUEUE_CAPACITY = 4096  # messages per tick on the ticked path
 CONTROL_ROWS = 130  # rows 0-127: CC number -> field; row 128: note field; row 129: velocity field
 ROW_NOTE, ROW_VELOCITY = 128, 129
 
+# Following an outside clock: the tempo is the least-squares slope of the last
+# CLOCK_WINDOW clock bytes' frames (four beats); a byte further than CLOCK_RESET of a
+# period from where the slope puts it starts the window again (a tempo change, a
+# lost byte), so a new tempo is estimated from its own bytes only: with +-0.5 ms of
+# jitter, one beat of them gives it within about 0.05 BPM (one standard deviation at
+# 140 BPM), two beats within about 0.02. None for LOST_CLOCKS periods: the clock is
+# lost, the ticks go on at its last tempo until it comes back.
+CLOCK_WINDOW = 96
+CLOCK_RESET = 0.1
+LOST_CLOCKS = 3.0
+EXT_STOPPED, EXT_ARMED, EXT_RUNNING = 0, 1, 2
+
 # One MIDI message of up to three bytes: the outbox (send()) and the input ring (rtmidi input).
 MESSAGE_DTYPE = np.dtype([("status", "u1"), ("data1", "u1"), ("data2", "u1"), ("size", "u1")])
 
@@ -87,6 +99,15 @@ SLOTS_DTYPE = np.dtype(
         ("events_out", "i8"), ("events_in", "i8"), ("notes_on", "i8"), ("channels_used", "i8"),
         ("kernel_errors", "i8"), ("dropped", "i8"), ("cycles", "i8"), ("queued", "i8"),
         ("writes_applied", "i8"), ("writes_dropped", "i8"),
+        # following an outside MIDI clock (JACK path, ``clock_source = "midi"``)
+        ("follow", "i8"),  # 1: incoming clock bytes drive the ticks
+        ("clk_window", "i8"),  # address of a float64 CLOCK_WINDOW array: the latest clock bytes' frames
+        ("clk_n", "i8"), ("clk_head", "i8"),  # frames in the window, next slot
+        ("clk_period", "f8"), ("clk_last", "f8"),  # frames per clock byte (least squares), last clock's frame
+        ("clk_index", "i8"),  # the clock byte that plays next (armed) or played last (running), from Start
+        ("ext", "i8"),  # EXT_STOPPED, EXT_ARMED (Start/Continue seen: the next clock plays) or EXT_RUNNING
+        ("clk_lost", "i8"),  # 1: no clock byte for LOST_CLOCKS periods: the last tempo holds
+        ("clocks_in", "i8"), ("clock_losses", "i8"), ("clock_resets", "i8"),
     ],
     align=True,
 )
@@ -326,7 +347,7 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
     if sl.ticks == 0 and sl.panic != 0:
         for ch in range(16):
             _write(sl, out_buffer, offset, 0xB0 | ch, 123, 0)
-    if sl.ticks == 0 and sl.send_transport != 0:
+    if sl.ticks == 0 and sl.send_transport != 0 and sl.follow == 0:  # (a follower passes on the leader's)
         _write(sl, out_buffer, offset, 0xFA, 0, 0)
     if sl.send_clock != 0 and tick % sl.clock_div == 0:
         _write(sl, out_buffer, offset, 0xF8, 0, 0)
@@ -453,6 +474,131 @@ def _read_input(sl, in_buffer, index, count, until_offset):
     return index
 
 
+# --- following an outside MIDI clock (JACK path) ----------------------------------------
+
+
+@_jit
+def _clock_estimate(sl, frame):
+    """Add a clock byte at *frame* to the window and estimate frames per clock byte from it."""
+    window = carray(as_voidptr(sl.clk_window), CLOCK_WINDOW, np.float64)
+    if sl.clk_n >= 1 and (sl.clk_period <= 0.0 and frame - sl.clk_last > sl.sample_rate
+                          or sl.clk_period > 0.0 and abs(frame - sl.clk_last - sl.clk_period) > CLOCK_RESET * sl.clk_period):
+        sl.clk_n = 0  # a new tempo, a lost byte or a pause: this byte starts the window; the old tempo holds
+        sl.clock_resets += 1
+    window[sl.clk_head % CLOCK_WINDOW] = frame
+    sl.clk_head += 1
+    sl.clk_n = min(sl.clk_n + 1, CLOCK_WINDOW)
+    sl.clk_last = frame
+    sl.clocks_in += 1
+    n = sl.clk_n
+    if n < 2:
+        return
+    first = window[(sl.clk_head - n) % CLOCK_WINDOW]
+    mean_x = (n - 1) / 2.0
+    sxy = sxx = 0.0
+    for i in range(n):
+        dx = i - mean_x
+        sxy += dx * (window[(sl.clk_head - n + i) % CLOCK_WINDOW] - first)
+        sxx += dx * dx
+    sl.clk_period = sxy / sxx
+    sl.tempo_bpm = sl.sample_rate * 60.0 / (sl.clk_period * 24.0)
+
+
+@_jit
+def _follow_ticks(sl, out_buffer, start, until):
+    """Play the ticks between clock bytes (``ppqn`` over 24) due before frame *until*: at most
+    up to the next clock byte's tick, unless the clock is lost."""
+    while sl.ext == EXT_RUNNING:
+        if sl.clk_lost == 0 and sl.next_tick >= (sl.clk_index + 1) * sl.clock_div:
+            break  # the next tick comes with the next clock byte
+        ideal = sl.anchor_frame + (sl.next_tick - sl.anchor_tick) * sl.frames_per_tick
+        due = np.int64(np.floor(ideal + 0.5))
+        if due >= until:
+            break
+        late = max(start - due, 0)
+        tick_step(sl, out_buffer, due + late - start, due, late, ideal)
+
+
+@_jit
+def _clock_in(sl, out_buffer, offset, frame):
+    """A clock byte at *frame*: its tick plays at that very frame (the clock out goes with it)."""
+    _clock_estimate(sl, frame)
+    if sl.ext == EXT_STOPPED:
+        return
+    if sl.ext == EXT_ARMED:
+        sl.ext = EXT_RUNNING
+    else:
+        sl.clk_index += 1
+    if sl.clk_lost != 0:  # back: go on from the tick the free run reached, at this byte
+        sl.clk_lost = 0
+        sl.clk_index = max(sl.clk_index, (sl.next_tick + sl.clock_div - 1) // sl.clock_div)
+    tick = sl.clk_index * sl.clock_div
+    while sl.next_tick < tick:  # the byte came before the ticks predicted ahead of it: they play now
+        tick_step(sl, out_buffer, offset, frame, 0, frame)
+    sl.next_tick = tick
+    sl.anchor_frame, sl.anchor_tick = frame, tick
+    if sl.clk_period > 0.0:
+        sl.frames_per_tick = sl.clk_period / sl.clock_div
+    tick_step(sl, out_buffer, offset, frame, 0, frame)
+
+
+@_jit
+def _transport_in(sl, out_buffer, offset, status, data1, data2):
+    """Start, Continue, Stop and Song Position from the leader; passed on with ``send_transport``."""
+    if status == 0xFA:  # Start: the next clock byte is tick 0
+        sl.clk_index, sl.ext = 0, EXT_ARMED
+    elif status == 0xFB:  # Continue: the next clock byte plays where the song stood
+        sl.ext = EXT_ARMED
+    elif status == 0xFC:  # Stop: the notes end, the position stays (the next byte's)
+        if sl.ext == EXT_RUNNING:
+            sl.clk_index += 1
+        sl.ext = EXT_STOPPED
+        _release_notes(sl, out_buffer, offset)
+    else:  # Song Position Pointer, in sixteenths (6 clock bytes each)
+        sl.clk_index = ((data2 & 127) << 7 | (data1 & 127)) * 6
+        if sl.ext == EXT_RUNNING:
+            sl.ext = EXT_ARMED
+    if sl.ext == EXT_ARMED:
+        sl.next_tick = sl.clk_index * sl.clock_div
+    sl.events_in += 1
+    if sl.send_transport != 0:
+        _write(sl, out_buffer, offset, status, data1, data2)
+
+
+@_jit
+def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
+    """A cycle led by the incoming clock: each input event in frame order, the ticks between."""
+    count = _jack_midi_get_event_count(sl.fn_event_count, in_buffer) if in_buffer != 0 else 0
+    event = carray(as_voidptr(sl.scratch + 8), 3, np.int64)  # jack_midi_event_t
+    for index in range(count):
+        if _jack_midi_event_get(sl.fn_event_get, sl.scratch + 8, in_buffer, index) != 0:
+            continue
+        offset = np.int64(event[0] & 0xFFFFFFFF)
+        size = event[1]
+        if size < 1:
+            continue
+        data = carray(as_voidptr(event[2]), size, np.uint8)
+        status = np.int64(data[0])
+        _follow_ticks(sl, out_buffer, start, start + offset)
+        if status == 0xF8:
+            _clock_in(sl, out_buffer, offset, start + offset)
+        elif status == 0xFA or status == 0xFB or status == 0xFC or status == 0xF2 and size >= 3:
+            _transport_in(sl, out_buffer, offset, status, np.int64(data[1]) if size >= 3 else 0,
+                          np.int64(data[2]) if size >= 3 else 0)
+        elif size >= 2:
+            control_in(sl, status, np.int64(data[1]), np.int64(data[2]) if size >= 3 else 0)
+        else:
+            sl.events_in += 1
+    end = start + nframes
+    if (sl.ext == EXT_RUNNING and sl.clk_lost == 0 and sl.clk_period > 0.0
+            and end - sl.clk_last > LOST_CLOCKS * sl.clk_period):
+        sl.clk_lost = 1  # free run at the last tempo, from the tick that would have come next
+        sl.clock_losses += 1
+        sl.anchor_tick = sl.next_tick
+        sl.anchor_frame = float(end)
+    _follow_ticks(sl, out_buffer, start, end)
+
+
 # --- the JACK process callback -------------------------------------------------------
 
 
@@ -472,6 +618,11 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
         return
     if state == STARTING:
         _start(sl, start)
+        if sl.follow != 0:  # nothing plays before the leader's Start (or Continue)
+            sl.next_tick, sl.ext = 0, EXT_STOPPED
+    if sl.follow != 0:
+        _follow_cycle(sl, out_buffer, in_buffer, start, nframes)
+        return
     _retempo(sl)
     count = _jack_midi_get_event_count(sl.fn_event_count, in_buffer) if in_buffer != 0 else 0
     index = 0
@@ -595,14 +746,16 @@ class MidiEngine:
         self.hist = np.zeros(HIST_FRAMES, np.int64)
         self.scratch = np.zeros(8, np.int64)  # 8 bytes to write from, then a jack_midi_event_t
         self.queue = np.zeros((QUEUE_CAPACITY, 4), np.int32)
+        self.clock_window = np.zeros(CLOCK_WINDOW, np.float64)
         self.controls = ControlRing()  # state writes from the host (and OSC)
         self.outbox = Ring(MESSAGE_DTYPE, 256)  # MidiRuntime.send()
         self.inbox = Ring(MESSAGE_DTYPE, 1024)  # MIDI input arriving on a Python thread (rtmidi)
         self.blocks: list[ProgramBlock] = []
-        prefault(self.slots, self.ctx, self.events, self.notes, self.hist, self.scratch, self.queue)
+        prefault(self.slots, self.ctx, self.events, self.notes, self.hist, self.scratch, self.queue,
+                 self.clock_window)
         s = self.slots
         for name, array in (("ctx", self.ctx), ("events", self.events), ("notes", self.notes), ("hist", self.hist),
-                            ("scratch", self.scratch), ("queue", self.queue)):
+                            ("scratch", self.scratch), ("queue", self.queue), ("clk_window", self.clock_window)):
             s[name] = array.ctypes.data
         for name, r in (("controls", self.controls), ("outbox", self.outbox), ("inbox", self.inbox)):
             prefault(r.header, r.records)
@@ -613,6 +766,7 @@ class MidiEngine:
         s["last_note_in"] = -1
         s["jump_tick"] = -1
         s["beat_origin"] = beat_origin
+        s["follow"] = int(settings.get("clock_source") == "midi")
         self.apply_settings(settings)
         s["tempo_bpm"] = s["pending_bpm"] = tempo_bpm
         s["frames_per_tick"] = sample_rate * 60.0 / (tempo_bpm * settings["ppqn"])
@@ -683,6 +837,13 @@ class MidiEngine:
                 "events_in": int(g("events_in")), "swaps": int(g("swaps")),
                 "kernel_errors": int(g("kernel_errors")), "dropped": int(g("dropped")),
                 "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped"))}
+
+    def clock_in(self) -> dict[str, Any]:
+        """The outside clock followed: its tempo, bytes received, whether it is lost now."""
+        g = self.get
+        return {"tempo_bpm": round(float(g("tempo_bpm")), 3), "clocks": int(g("clocks_in")),
+                "playing": int(g("ext")) == EXT_RUNNING, "lost": bool(g("clk_lost")),
+                "losses": int(g("clock_losses"))}
 
     def frame_stats(self) -> dict[str, Any]:
         """Tick lateness on the frame timeline (JACK path), in microseconds."""

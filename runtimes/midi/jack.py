@@ -183,8 +183,9 @@ class JackPath:
         self.out_port = self._register(self.settings["output"] or "out", _JACK_PORT_IS_OUTPUT)
         s["out_port"] = self.out_port
         self.ports["output"] = self.lib.jack_port_name(self.out_port).decode()
-        if self.settings["input"]:
-            in_port = self._register(self.settings["input"], _JACK_PORT_IS_INPUT)
+        input_name = self.settings["input"] or ("in" if self.settings.get("clock_source") == "midi" else None)
+        if input_name:
+            in_port = self._register(input_name, _JACK_PORT_IS_INPUT)
             s["in_port"] = in_port
             self.ports["input"] = self.lib.jack_port_name(in_port).decode()
         for slot, fn in (("fn_get_buffer", "jack_port_get_buffer"), ("fn_clear_buffer", "jack_midi_clear_buffer"),

@@ -77,6 +77,7 @@ class MidiRuntime(BaseRuntime):
         self._recovery = Recovery(self.id)
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._clock_lost = False  # the MIDI clock in stopped without a Stop (clock_source = "midi")
 
     def send(self, message) -> bool:
         """Send a ``mido.Message`` at the next tick, with that tick's clock.
@@ -105,6 +106,11 @@ class MidiRuntime(BaseRuntime):
     def _open_path(self):
         backend = self.settings["backend"]
         waiting = self._recovery.waiting  # for JACK: look for it quietly, not through rtmidi
+        if self.settings.get("clock_source") == "midi":  # followed at the frame: the native JACK path only
+            if backend not in ("auto", "jack", "native"):
+                raise DeviceError(f'clock_source = "midi" follows on the native JACK path; backend = "{backend}" '
+                                  'cannot (use "auto" or "jack")')
+            return JackPath(self.settings)
         if backend in ("jack", "native"):
             return JackPath(self.settings)
         if backend == "auto":
@@ -192,12 +198,27 @@ class MidiRuntime(BaseRuntime):
             if path is None or path.lost or self._start_by is not None:
                 self._recover()
                 continue
-            self.engine.set_tempo(self.transport.tempo_bpm)
+            if self.settings.get("clock_source") == "midi":
+                self._follow_clock()
+            else:
+                self.engine.set_tempo(self.transport.tempo_bpm)
             if time.monotonic() >= next_check:
                 # a JACK destination not connected yet is looked for at every pass (a look at
                 # the graph in shared memory), anything else every RETRY_S
                 connected = self._check_ports(path)
                 next_check = time.monotonic() + (0.0 if connected is False else RETRY_S)
+
+    def _follow_clock(self) -> None:
+        """The outside clock leads: the transport takes its tempo; its loss and return are logged."""
+        clock = self.engine.clock_in()
+        if clock["clocks"] >= 2 and abs(clock["tempo_bpm"] - self.transport.tempo_bpm) >= 0.01:
+            self.transport.set_tempo(clock["tempo_bpm"])
+        if clock["lost"] != self._clock_lost:
+            self._clock_lost = clock["lost"]
+            if clock["lost"]:
+                log.warning("midi: the MIDI clock in stopped without a Stop: holding %.2f BPM", clock["tempo_bpm"])
+            else:
+                log.info("midi: the MIDI clock in is back (%.2f BPM)", clock["tempo_bpm"])
 
     def _recover(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -262,11 +283,13 @@ class MidiRuntime(BaseRuntime):
         if self._recovery.waiting:
             log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
 
-    def set_tempo(self, tempo_bpm: float) -> None:
-        """Change tempo; the next tick comes one new period after the last."""
-        self.transport.set_tempo(tempo_bpm)
+    def _tempo_changed(self) -> None:
+        """The next tick comes one new period after the last."""
         if self.engine is not None:
-            self.engine.set_tempo(tempo_bpm)
+            self.engine.set_tempo(self.transport.tempo_bpm)
+
+    def _controls(self):
+        return self.engine.controls if self.engine is not None else None
 
     def locate(self, beat: float) -> None:
         """Jump to *beat* (rounded down to a sixteenth) at the next tick.
@@ -300,6 +323,8 @@ class MidiRuntime(BaseRuntime):
         stats = self._recovery.stats()
         if self.engine is not None:
             stats.update(self.engine.stats())
+            if self.settings.get("clock_source") == "midi":
+                stats["clock_in"] = self.engine.clock_in()
         if self.path is not None:
             stats.update(backend=self.path.name, **self.path.stats(), reconnects=self.path.reconnects)
         return stats
