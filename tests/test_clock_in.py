@@ -72,8 +72,8 @@ def _leader(seed: int) -> tuple[list, dict]:
     out.append((round(frame), [0xFC]))
     out.append((round(frame) + 2400, [0xF2, 100, 0]))  # Song Position: sixteenth 100 (tick 600)
     out.append((round(frame) + 4800, [0xFB]))
+    marks["continue"] = round(frame) + 4800
     frame += 4800 + 500
-    marks["continue"] = round(frame)
     clocks_at(140.0, 2 * 24)
     marks["end"] = round(frame)
     marks["clocks"] = clocks
@@ -94,23 +94,25 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
     leader, marks = _leader(seed=7)
     takes = []
     for _ in range(TAKES):
-        with Capture("leader") as cap:
-            rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "leader:in", "channel": 1}))
+        # two clients: the leader's bytes reach livehost, and livehost's the recorder, in the same cycle
+        with Capture("leader") as lead, Capture("fcap") as cap:
+            rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
             rt.start(program, program.new_state())
-            cap.connect("leader:out", rt.ports["input"])
+            lead.connect("leader:out", rt.ports["input"])
             wait_for(lambda: rt.engine.get("cycles") > 4)  # the connection has taken effect
-            base = cap.schedule(leader)
+            base = lead.schedule(leader)
             wait_for(lambda: rt.engine.get("clocks_in") >= len(marks["clocks"]), 30, 0.05)
             clock_in = rt.stats()["clock_in"]
             tempo = rt.transport.tempo_bpm
             state = rt.snapshot()[1]
             rt.close()
             heard = cap.stop()
-        takes.append((cap.xruns, cap.late))
-        if not cap.xruns and not cap.late:
+            lead.stop()
+        takes.append((lead.xruns, cap.xruns, lead.late))
+        if not (lead.xruns or cap.xruns or lead.late):
             break
-    print(f"\n(xruns, late leader bytes) per take: {takes}")
-    assert not cap.xruns and not cap.late, takes
+    print(f"\n(xruns at the leader, at the recorder, late leader bytes) per take: {takes}")
+    assert not any(takes[-1]), takes
 
     ours = [(f - base, d) for f, d in heard]
     clock_out = np.array([f for f, d in ours if d == [0xF8]])
@@ -136,7 +138,7 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
 
     # Start, Stop, Song Position and Continue are passed on; Stop ends the notes; Continue plays from sixteenth 100
     transport = [d for f, d in ours if d[0] in (0xFA, 0xFB, 0xFC, 0xF2)]
-    assert transport == [[0xFA], [0xFC], [0xF2, 100, 0], [0xFB]], transport
+    assert transport == [[0xFA], [0xFC], [0xF2, 100, 0], [0xFB], [0xFC]], transport  # the last: livehost closing
     stop_at = next(f for f, d in ours if d == [0xFC])
     assert stuck_notes(d for f, d in ours if f <= stop_at) == set()
     assert not [d for f, d in ours if d[0] == 0x90 and stop_at < f < marks["continue"]]

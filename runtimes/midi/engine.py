@@ -481,8 +481,9 @@ def _read_input(sl, in_buffer, index, count, until_offset):
 def _clock_estimate(sl, frame):
     """Add a clock byte at *frame* to the window and estimate frames per clock byte from it."""
     window = carray(as_voidptr(sl.clk_window), CLOCK_WINDOW, np.float64)
-    if sl.clk_n >= 1 and (sl.clk_period <= 0.0 and frame - sl.clk_last > sl.sample_rate
-                          or sl.clk_period > 0.0 and abs(frame - sl.clk_last - sl.clk_period) > CLOCK_RESET * sl.clk_period):
+    tolerance = CLOCK_RESET if sl.clk_n >= 4 else 2.5 * CLOCK_RESET  # a period from few bytes is rougher
+    if (sl.clk_n == 1 and frame - sl.clk_last > sl.sample_rate  # a pause: slower than 2.5 BPM is no clock
+            or sl.clk_n >= 2 and abs(frame - sl.clk_last - sl.clk_period) > tolerance * sl.clk_period):
         sl.clk_n = 0  # a new tempo, a lost byte or a pause: this byte starts the window; the old tempo holds
         sl.clock_resets += 1
     window[sl.clk_head % CLOCK_WINDOW] = frame
