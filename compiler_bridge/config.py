@@ -32,6 +32,8 @@ TOP_LEVEL = {
     "beats_per_bar": (int, "a whole number of beats"),
     "osc_port": (int, "a UDP port number (livehost run listens for OSC there)"),
     "osc_host": (str, 'an address to bind OSC to, e.g. "127.0.0.1"'),
+    "link": (bool, "true or false (join an Ableton Link session)"),
+    "quantum": ((int, float), "a number of beats (Link's phase cycle)"),
 }
 DEFAULT_TEMPO_BPM = 120.0
 # When a new program takes over: at the next block (at once: a changed number is heard within
@@ -55,6 +57,8 @@ class ProjectConfig:
     beats_per_bar: int = 4
     osc_port: int | None = None  # read by livehost run when it starts
     osc_host: str = "127.0.0.1"
+    link: bool = False
+    quantum: float = 4.0
 
     def line_of(self, *key) -> int | None:
         return self.lines.get(tuple(key))
@@ -62,7 +66,8 @@ class ProjectConfig:
     def to_json(self) -> dict:
         return {"name": self.name, "selected_runtime": self.selected_runtime,
                 "tempo_bpm": self.tempo_bpm, "runtime_settings": self.runtime_settings,
-                "swap_on": self.swap_on, "beats_per_bar": self.beats_per_bar}
+                "swap_on": self.swap_on, "beats_per_bar": self.beats_per_bar, "link": self.link,
+                "quantum": self.quantum}
 
 
 
@@ -124,6 +129,9 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
     beats_per_bar = data.get("beats_per_bar", 4)
     if not 1 <= beats_per_bar <= 64:
         fail(("beats_per_bar",), f"beats_per_bar = {beats_per_bar!r}: expected a whole number from 1 to 64")
+    quantum = data.get("quantum", 4.0)
+    if not 1 <= quantum <= 64:
+        fail(("quantum",), f"quantum = {quantum!r}: expected a number of beats from 1 to 64")
     osc_port = data.get("osc_port")
     if osc_port is not None and not 1 <= osc_port <= 65535:
         fail(("osc_port",), f"osc_port = {osc_port!r}: expected a UDP port from 1 to 65535")
@@ -135,7 +143,7 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
         )
     return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
                          float(tempo), resolved, warnings, lines, text, swap_on, beats_per_bar, osc_port,
-                         data.get("osc_host", "127.0.0.1"))
+                         data.get("osc_host", "127.0.0.1"), data.get("link", False), float(quantum))
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -156,7 +164,7 @@ def _check_top_level(data: dict[str, Any], fail) -> None:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             fail((key,), f"unknown key {key!r}{hint}; known: {', '.join(TOP_LEVEL)}")
         types_, what = TOP_LEVEL[key]
-        if not isinstance(value, types_) or isinstance(value, bool):
+        if not isinstance(value, types_) or isinstance(value, bool) and types_ is not bool:
             fail((key,), f"{key} = {value!r}: expected {what}")
 
 

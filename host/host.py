@@ -89,6 +89,7 @@ class Host:
         self._compiled: dict | None = None  # what plays now
         self._from_file: dict | None = None  # the last compile's result, before live overrides
         self._overrides: dict[str, tuple[Any, Any]] = {}  # key -> (value, the file's value when it was set)
+        self._link = None  # a host.link.LinkSync while the config says link = true
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -133,6 +134,7 @@ class Host:
             self._monitor.join()
         with self._lock:
             self._destroy(save=self.restore_state)
+            self._sync_link({})
         if self.restore_state:
             (livehost_dir(self.project_dir) / RUNNING_NAME).unlink(missing_ok=True)
 
@@ -186,7 +188,9 @@ class Host:
                 self._pending = self._overridden(compiled)
                 self._slot_cond.notify_all()
                 return
-        if key == "tempo_bpm":  # at once, without a swap; later programs get it in their config
+        if key == "tempo_bpm" and self._link is not None:  # the session's tempo: every peer takes it
+            self._link.set_tempo(value)
+        elif key == "tempo_bpm":  # at once, without a swap; later programs get it in their config
             with self._lock:
                 self.transport.set_tempo(value)
                 if self.runtime is not None:
@@ -343,7 +347,10 @@ class Host:
             log.error("Failed to load program %s: %s", compiled.get("source_hash"), exc)
             return
         old_tempo_bpm = self.transport.tempo_bpm
-        self.transport.set_tempo(settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"])
+        tempo = settings.get("tempo_bpm") or compiled["config"]["tempo_bpm"]
+        self._sync_link(compiled["config"], tempo)
+        if self._link is None:
+            self.transport.set_tempo(tempo)
         if (self.runtime is not None and self.runtime.id == entry.id
                 and not entry.schema.needs_new_runtime(self.settings, settings)):
             self._swap(settings, program, old_tempo_bpm)
@@ -351,6 +358,35 @@ class Host:
             self._recreate(entry, settings, program, old_tempo_bpm)
         if self.runtime is not None and self.runtime.program is program:
             self._played(compiled)
+
+    def _sync_link(self, config: dict, tempo_bpm: float | None = None) -> None:
+        """Join or leave an Ableton Link session as *config* says; a tempo the file changed leads it."""
+        if not config.get("link"):
+            if self._link is not None:
+                self._link.close()
+                self._link = None
+                log.info("Ableton Link off")
+            return
+        from .link import LinkSync, LinkUnavailable
+
+        if self._link is None:
+            try:
+                self._link = LinkSync(self._follow_link, tempo_bpm, config.get("quantum", 4.0))
+            except LinkUnavailable as exc:
+                log.error("%s; playing on livehost's own clock", exc)
+            return
+        self._link.quantum = float(config.get("quantum", 4.0))
+        playing = (self._compiled or {}).get("config", {})
+        if tempo_bpm is not None and playing.get("tempo_bpm") is not None and tempo_bpm != playing["tempo_bpm"]:
+            self._link.set_tempo(tempo_bpm)  # a save changed the tempo: the session takes it
+
+    def _follow_link(self, tempo_bpm: float, beat: float, time_us: float, mono_ns: int, quantum: float) -> None:
+        """The session's timeline, from the Link thread: the playing runtime follows it."""
+        runtime = self.runtime
+        if runtime is not None:
+            runtime.follow_link(tempo_bpm, beat, time_us, mono_ns, quantum)
+        else:
+            self.transport.align(tempo_bpm, beat, mono_ns)
 
     def _played(self, compiled: dict) -> None:
         """*compiled* plays now: the one before it is where a quarantine goes back to."""
@@ -438,6 +474,8 @@ class Host:
         runtime = None
         try:
             runtime = entry.factory(settings, transport=self.transport, clock=self.clock)
+            if self._link is not None:  # on the session's timeline from its first block or tick
+                runtime.follow_link(*self._link.timeline()[:4], self._link.quantum)
             if self.unclean_start:  # notes the last run left on in external gear are ended first
                 runtime.panic_on_start = True
             runtime.start(program, state)
@@ -530,7 +568,8 @@ class Host:
                 "program": runtime.program.source_hash if runtime and runtime.program else None,
                 "quarantined": sorted(self.quarantine),
                 "last_compile": self.last_compile,
-                "last_error": self.last_error}
+                "last_error": self.last_error,
+                "link_peers": self._link.peers if self._link is not None else None}
 
 
 def _file_value(config: dict, key: str) -> Any:

@@ -125,6 +125,15 @@ class BaseRuntime:
             self.transport.set_tempo(tempo_bpm)
             self._tempo_changed()
 
+    def follow_link(self, tempo_bpm: float, beat: float, time_us: float, mono_ns: int, quantum: float) -> None:
+        """An Ableton Link session's timeline: *beat* at *time_us* on Link's clock (*mono_ns* on
+        ``time.monotonic_ns``'s). The transport, and with it the engine's beat, follows it."""
+        with self._lock:
+            if self.closed:
+                return
+            self.transport.align(tempo_bpm, beat, mono_ns)
+            self._tempo_changed()
+
     def write_state(self, name: str, value: float, index: int = 0) -> bool:
         """Write *value* to the playing state's field *name* (element *index*) at the
         next block or tick boundary; False when the engine's queue is full.

@@ -78,6 +78,11 @@ class Transport:
         with self._lock:
             return self._anchor_ns + round((beat - self._anchor_beat) * 60e9 / self._tempo_bpm)
 
+    def align(self, tempo_bpm: float, beat: float, at_ns: int) -> None:
+        """Put *beat* at *at_ns*, at *tempo_bpm* (an outside timeline leads: Ableton Link)."""
+        with self._lock:
+            self._anchor_ns, self._anchor_beat, self._tempo_bpm = at_ns, float(beat), float(tempo_bpm)
+
     def set_tempo(self, tempo_bpm: float, at_ns: int | None = None) -> None:
         at = self.clock.now_ns() if at_ns is None else at_ns
         beat = self.beat_at(at)

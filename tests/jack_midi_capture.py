@@ -61,6 +61,16 @@ def _serve(name: str) -> None:
             outport.write_midi_event(max(offset, 0), bytes(events[plan["next"]][1]))
             plan["next"] += 1
 
+    import ctypes
+
+    libjack = ctypes.CDLL("libjack.so.0")
+    libjack.jack_frames_to_time.restype = ctypes.c_uint64
+    libjack.jack_frames_to_time.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    handle = int(jack._ffi.cast("uintptr_t", client._ptr))
+
+    def frames_to_time(frame: int) -> int:
+        return libjack.jack_frames_to_time(handle, frame & 0xFFFFFFFF)
+
     with client:
         print("ready", inport.name, outport.name, flush=True)
         for line in sys.stdin:
@@ -75,6 +85,9 @@ def _serve(name: str) -> None:
                 while plan["base"] is None:
                     time.sleep(0.001)
                 print("ok", plan["base"], flush=True)
+                continue
+            elif cmd == "usecs":  # JACK's time of these frames (CLOCK_MONOTONIC_RAW on Linux, as Link's)
+                print("ok", *(frames_to_time(int(a)) for a in args), flush=True)
                 continue
             elif cmd == "clock":
                 print("ok", client.frame_time, repr(time.time()), flush=True)
@@ -131,6 +144,14 @@ class Capture:
         ok, base = self.proc.stdout.readline().split()
         assert ok == "ok"
         return int(base)
+
+    def usecs(self, frames: list[int]) -> list[int]:
+        """JACK's time, in microseconds, of each of these frames."""
+        self.proc.stdin.write("usecs " + " ".join(str(f & 0xFFFFFFFF) for f in frames) + "\n")
+        self.proc.stdin.flush()
+        ok, *times = self.proc.stdout.readline().split()
+        assert ok == "ok"
+        return [int(t) for t in times]
 
     def clock(self) -> tuple[int, float]:
         """``(JACK frame time, time.time())`` read together in the capture process."""

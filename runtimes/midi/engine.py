@@ -108,6 +108,12 @@ SLOTS_DTYPE = np.dtype(
         ("ext", "i8"),  # EXT_STOPPED, EXT_ARMED (Start/Continue seen: the next clock plays) or EXT_RUNNING
         ("clk_lost", "i8"),  # 1: no clock byte for LOST_CLOCKS periods: the last tempo holds
         ("clocks_in", "i8"), ("clock_losses", "i8"), ("clock_resets", "i8"),
+        # an Ableton Link session's timeline (JACK path): beat = link_beat + (t - link_time_us) * tempo / 60e6,
+        # published by a host thread under link_seq (odd while it writes); tick n sits at beat n / ppqn
+        ("link", "i8"), ("fn_frames_to_time", "i8"), ("link_seq", "i8"),
+        ("link_tempo", "f8"), ("link_beat", "f8"), ("link_time_us", "f8"),
+        ("link_quantum", "f8"), ("link_latency_us", "f8"),
+        ("link_on", "i8"),  # 1 once a tick was placed on the timeline (before: the first goes to a quantum boundary)
     ],
     align=True,
 )
@@ -137,6 +143,7 @@ _jack_midi_event_write = native_function("i32", "ptr", "i32", "ptr", "i64")  # (
 _jack_last_frame_time = native_function("u32", "ptr")  # (client) -> frames
 _jack_midi_get_event_count = native_function("u32", "ptr")  # (buffer) -> count
 _jack_midi_event_get = native_function("i32", "ptr", "ptr", "i32")  # (jack_midi_event_t *, buffer, index)
+_jack_frames_to_time = native_function("i64", "ptr", "u32")  # (client, frames) -> microseconds
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -600,6 +607,39 @@ def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
     _follow_ticks(sl, out_buffer, start, end)
 
 
+# --- playing on an Ableton Link session's timeline (JACK path) -------------------------
+
+
+@_jit
+def _link_anchor(sl, start, starting):
+    """Anchor the tick schedule at this cycle on the published Link timeline; False
+    when there is none yet. *starting*: the first tick is the session's next
+    quantum boundary (a quantized launch, in phase with the other peers).
+
+    JACK's clock and Link's are both CLOCK_MONOTONIC_RAW on Linux: the cycle's
+    time comes from ``jack_frames_to_time``, plus the output latency.
+    """
+    seq = sl.link_seq
+    acquire_fence()  # the fields were stored before link_seq
+    if seq == 0 or seq & 1:
+        return seq != 0 and not starting  # being written: the last anchor holds
+    tempo, beat0, time0 = sl.link_tempo, sl.link_beat, sl.link_time_us
+    acquire_fence()
+    if sl.link_seq != seq:
+        return not starting
+    us_per_beat = 60e6 / tempo
+    t_start = float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
+    if starting:
+        beat_start = beat0 + (t_start - time0) / us_per_beat
+        sl.next_tick = np.int64(np.ceil(beat_start / sl.link_quantum) * sl.link_quantum * sl.ppqn)
+    beat_next = sl.next_tick / sl.ppqn
+    sl.anchor_tick = sl.next_tick
+    sl.anchor_frame = start + (time0 + (beat_next - beat0) * us_per_beat - t_start) * sl.sample_rate / 1e6
+    sl.frames_per_tick = sl.sample_rate * us_per_beat / (1e6 * sl.ppqn)
+    sl.tempo_bpm = tempo
+    return True
+
+
 # --- the JACK process callback -------------------------------------------------------
 
 
@@ -617,6 +657,11 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
         return
     if state != STARTING and state != RUNNING:
         return
+    if sl.link != 0 and sl.follow == 0:
+        if not _link_anchor(sl, start, state == STARTING or sl.link_on == 0):
+            return  # no timeline yet: the first tick waits for it
+        sl.link_on = 1
+        sl.run_state = state = RUNNING
     if state == STARTING:
         _start(sl, start)
         if sl.follow != 0:  # nothing plays before the leader's Start (or Continue)
@@ -624,7 +669,8 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
     if sl.follow != 0:
         _follow_cycle(sl, out_buffer, in_buffer, start, nframes)
         return
-    _retempo(sl)
+    if sl.link == 0:
+        _retempo(sl)
     count = _jack_midi_get_event_count(sl.fn_event_count, in_buffer) if in_buffer != 0 else 0
     index = 0
     end = start + nframes
@@ -768,6 +814,7 @@ class MidiEngine:
         s["jump_tick"] = -1
         s["beat_origin"] = beat_origin
         s["follow"] = int(settings.get("clock_source") == "midi")
+        s["link_quantum"] = 4.0
         self.apply_settings(settings)
         s["tempo_bpm"] = s["pending_bpm"] = tempo_bpm
         s["frames_per_tick"] = sample_rate * 60.0 / (tempo_bpm * settings["ppqn"])
@@ -838,6 +885,16 @@ class MidiEngine:
                 "events_in": int(g("events_in")), "swaps": int(g("swaps")),
                 "kernel_errors": int(g("kernel_errors")), "dropped": int(g("dropped")),
                 "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped"))}
+
+    def set_link_timeline(self, tempo_bpm: float, beat: float, time_us: float) -> None:
+        """Publish a Link session's timeline (*beat* at *time_us*, Link's clock) to the native side."""
+        s = self.slots
+        seq = int(s["link_seq"][0])
+        s["link_seq"] = seq + 1  # odd: being written
+        release_fence()
+        s["link_tempo"], s["link_beat"], s["link_time_us"] = tempo_bpm, beat, time_us
+        release_fence()
+        s["link_seq"] = seq + 2
 
     def clock_in(self) -> dict[str, Any]:
         """The outside clock followed: its tempo, bytes received, whether it is lost now."""

@@ -190,7 +190,8 @@ class JackPath:
             self.ports["input"] = self.lib.jack_port_name(in_port).decode()
         for slot, fn in (("fn_get_buffer", "jack_port_get_buffer"), ("fn_clear_buffer", "jack_midi_clear_buffer"),
                          ("fn_event_write", "jack_midi_event_write"), ("fn_last_frame_time", "jack_last_frame_time"),
-                         ("fn_event_count", "jack_midi_get_event_count"), ("fn_event_get", "jack_midi_event_get")):
+                         ("fn_event_count", "jack_midi_get_event_count"), ("fn_event_get", "jack_midi_event_get"),
+                         ("fn_frames_to_time", "jack_frames_to_time")):
             s[slot] = _address(getattr(self.lib, fn))
         target = self.settings["connect_to"]
         if target and require_destination and not [d for d in self._destinations() if target in d]:

@@ -78,6 +78,7 @@ class MidiRuntime(BaseRuntime):
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         self._clock_lost = False  # the MIDI clock in stopped without a Stop (clock_source = "midi")
+        self._link: tuple | None = None  # the last Link timeline: (tempo, beat, time_us, quantum)
 
     def send(self, message) -> bool:
         """Send a ``mido.Message`` at the next tick, with that tick's clock.
@@ -126,7 +127,7 @@ class MidiRuntime(BaseRuntime):
     def _open(self, program: Program, state: np.ndarray) -> None:
         require_kernel(program, "midi")
         tempo = self._tempo_for(program)
-        if tempo != self.transport.tempo_bpm:
+        if tempo != self.transport.tempo_bpm and self._link is None:  # (a Link session has its own)
             self.transport.set_tempo(tempo)
         self._held = (program, state)
         try:
@@ -155,6 +156,8 @@ class MidiRuntime(BaseRuntime):
             engine = self._new_engine(sample_rate)
         if isinstance(path, JackPath) and self._lost_path is not None:
             path.follow(self._lost_path)
+        if isinstance(path, JackPath) and self._link is not None:  # on the session's timeline from the first tick
+            self._apply_link(engine)
         try:
             if isinstance(path, JackPath):
                 path.open(engine, resume=resume, require_destination=not wait_for_destinations)
@@ -200,7 +203,7 @@ class MidiRuntime(BaseRuntime):
                 continue
             if self.settings.get("clock_source") == "midi":
                 self._follow_clock()
-            else:
+            elif not self.engine.get("link"):  # (on a Link timeline the tempo comes with it)
                 self.engine.set_tempo(self.transport.tempo_bpm)
             if time.monotonic() >= next_check:
                 # a JACK destination not connected yet is looked for at every pass (a look at
@@ -269,7 +272,7 @@ class MidiRuntime(BaseRuntime):
     def _load(self, program: Program) -> None:
         require_kernel(program, "midi")
         self._notice_loss()  # (before the watch thread saw it)
-        if self.settings["tempo_bpm"] is None and program.tempo_bpm != self.transport.tempo_bpm:
+        if self.settings["tempo_bpm"] is None and program.tempo_bpm != self.transport.tempo_bpm and self._link is None:
             self.set_tempo(program.tempo_bpm)
         if self.engine is None:  # no server yet: it plays from the carried state when there is one
             old_program, old_state = self._held
@@ -282,6 +285,27 @@ class MidiRuntime(BaseRuntime):
             return
         if self._recovery.waiting:
             log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
+
+    def follow_link(self, tempo_bpm: float, beat: float, time_us: float, mono_ns: int, quantum: float) -> None:
+        """On the JACK path each tick is placed on the session's timeline in the process
+        callback (the first at the session's next quantum boundary); elsewhere the
+        transport's tempo is followed."""
+        with self._lock:
+            if self.closed:
+                return
+            self.transport.align(tempo_bpm, beat, mono_ns)
+            self._link = (tempo_bpm, beat, time_us, quantum)
+            if self.engine is None or not isinstance(self.path, JackPath):
+                self._tempo_changed()
+                return
+            self._apply_link(self.engine)
+
+    def _apply_link(self, engine: MidiEngine) -> None:
+        tempo_bpm, beat, time_us, quantum = self._link
+        engine.set_link_timeline(tempo_bpm, beat, time_us)
+        if not engine.get("link"):
+            engine.slots["link_quantum"] = quantum
+            engine.slots["link"] = 1
 
     def _tempo_changed(self) -> None:
         """The next tick comes one new period after the last."""
@@ -308,7 +332,7 @@ class MidiRuntime(BaseRuntime):
         if self.engine is None:
             return
         self.engine.apply_settings(settings)
-        if settings.get("tempo_bpm") is not None:
+        if settings.get("tempo_bpm") is not None and self._link is None:
             self.set_tempo(float(settings["tempo_bpm"]))
 
     def _snapshot(self) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""Ableton Link: livehost and another peer (its own process) on loopback.
+
+The kernel plays a note on every beat on the JACK MIDI path; a capture
+client in a third process records them. Their frames are put on Link's
+clock (JACK's clock is CLOCK_MONOTONIC_RAW on Linux, as Link's), and each
+onset is compared with the peer's own timeline, which it samples every 2 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler_bridge.compile import compile_project
+from helpers import stuck_notes, wait_for
+from host import Host
+
+pytest.importorskip("link", reason="the link extra (LinkPython-extern)")
+pytestmark = pytest.mark.jack
+
+HERE = Path(__file__).resolve().parent
+QUANTUM = 4.0
+
+PATCH = '''\
+from compiler_bridge.api import note_off, note_on
+
+
+class State:
+    n = 0
+
+
+def midi(s, ctx, ev):
+    if ctx.tick % ctx.ppqn == 0:
+        note_on(ev, 60 + int(ctx.beat) % 4, 100)
+    elif ctx.tick % ctx.ppqn == ctx.ppqn // 2:
+        note_off(ev, 60 + int(ctx.beat) % 4)
+'''
+
+TOML = '''\
+tempo_bpm = 120.0
+link = true
+quantum = 4
+
+[[runtime_settings]]
+runtime = "midi"
+connect_to = "lkcap:in"
+send_clock = false
+'''
+
+
+class Peer:
+    def __init__(self, tempo: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "link_peer.py"), str(tempo), str(QUANTUM)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, line: str) -> list[str]:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().split()
+
+    def state(self) -> tuple[int, float]:
+        _, peers, tempo = self.ask("state")
+        return int(peers), float(tempo)
+
+    def samples(self) -> np.ndarray:
+        self.proc.stdin.write("samples\n")
+        self.proc.stdin.flush()
+        return np.array(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _phase_errors_ms(onsets_us: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Each onset's distance from the nearest beat of the peer's timeline (sampled every 2 ms)."""
+    t, beat = samples[:, 0], samples[:, 1]
+    i = np.clip(np.searchsorted(t, onsets_us), 1, len(t) - 1)
+    slope = (beat[i] - beat[i - 1]) / (t[i] - t[i - 1])  # beats per microsecond: the tempo there
+    at = beat[i - 1] + (onsets_us - t[i - 1]) * slope
+    return (at - np.round(at)) / slope / 1000.0
+
+
+def test_livehost_and_a_peer_share_tempo_and_beat_within_a_millisecond(tmp_path, caplog):
+    from jack_midi_capture import Capture
+
+    proj = tmp_path / "linked"
+    proj.mkdir()
+    (proj / "patch.py").write_text(PATCH)
+    (proj / "livehost.toml").write_text(TOML)
+    compile_project(proj)
+    peer = Peer(100.0)
+    try:
+        with Capture("lkcap") as cap, Host(proj, debounce_s=0.02) as host:
+            wait_for(lambda: host.runtime is not None and host.runtime.id == "midi", 30)
+            # one session: its tempo is the founder's (which of the two that is, Link decides)
+            wait_for(lambda: host.status()["link_peers"] == 1 and abs(host.transport.tempo_bpm - peer.state()[1]) < 0.001, 10)
+            wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 4, 10)  # a bar played (after a quantized start)
+            changes, first_tempo = [], host.transport.tempo_bpm
+            frame0 = cap.clock()[0]
+            t_us0 = cap.usecs([frame0])[0]
+            changes.append(t_us0)
+            wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 8, 10)
+            peer.ask("tempo 130")  # the peer leads ...
+            changes.append(cap.usecs([cap.clock()[0]])[0])
+            wait_for(lambda: abs(host.transport.tempo_bpm - 130.0) < 0.001, 5)  # (Link sends whole us per beat)
+            ticks = host.runtime.stats()["ticks"]
+            wait_for(lambda: host.runtime.stats()["ticks"] > ticks + 24 * 8, 10)
+            host.set_live("tempo_bpm", 90.0)  # ... then livehost does
+            changes.append(cap.usecs([cap.clock()[0]])[0])
+            wait_for(lambda: abs(peer.state()[1] - 90.0) < 0.001, 5)
+            ticks = host.runtime.stats()["ticks"]
+            wait_for(lambda: host.runtime.stats()["ticks"] > ticks + 24 * 8, 10)
+            frame_end = cap.clock()[0]
+            us_end, us_back = cap.usecs([frame_end, frame_end - 480000])
+            samples = peer.samples()
+        events = cap.stop()
+    finally:
+        peer.close()
+    assert not cap.xruns, f"the server reported {cap.xruns} xruns while the capture listened"
+
+    us_per_frame = (us_end - us_back) / 480000
+    onsets = np.array([us_end + (f - frame_end) * us_per_frame for f, d in events if d[0] == 0x90 and d[2] > 0])
+    onsets = onsets[onsets > t_us0]
+    # an onset within one beat after a tempo change may fall on the old grid: one beat is what it takes
+    settled = np.ones(len(onsets), bool)
+    for at, bpm in zip(changes[1:], (first_tempo, 130.0)):
+        settled &= ~((onsets > at) & (onsets < at + 60e6 / bpm * 1.5))
+    errors = _phase_errors_ms(onsets[settled], samples)
+    print(f"\n{len(errors)} beat onsets against the peer's timeline: "
+          f"p50 {np.percentile(np.abs(errors), 50):.3f} ms, max {np.abs(errors).max():.3f} ms; "
+          f"tempo {host.transport.tempo_bpm}")
+    assert len(errors) >= 15  # the settled beats of three tempos
+    assert np.abs(errors).max() <= 1.0
+    assert stuck_notes(d for _, d in events) == set()
