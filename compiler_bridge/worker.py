@@ -207,11 +207,29 @@ def _compile_once_here() -> None:
         _compile(project)
 
 
+def _exit_with_parent(poll_s: float = 0.1) -> None:
+    """End this process once its parent is gone (it is then adopted: another parent id).
+
+    Not PR_SET_PDEATHSIG: that follows the parent *thread*, and the host starts
+    the worker from the thread of its first compile, which ends right after it
+    (the worker was killed after every first compile, and a save coming just
+    then failed).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="livehost-worker-parent", daemon=True).start()
+
+
 def main() -> None:
-    from .compile import STANDBY, compile_project, die_with_parent, fork_standby
+    from .compile import STANDBY, compile_project, fork_standby
     from .errors import SourceError
 
-    die_with_parent()  # a host killed with -9 leaves no worker behind
+    _exit_with_parent()  # a host killed with -9 leaves no worker behind
 
     # Ctrl-C in a terminal reaches the whole process group: the host decides
     # when this worker ends (it closes our stdin), so ignore it here.

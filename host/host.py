@@ -485,6 +485,8 @@ class Host:
             log.exception("Failed to initialize runtime: %s: %s", entry.id, exc)
         else:
             self.runtime, self.settings = runtime, settings
+            if self._link is not None:  # what the session did while it started
+                self._link.publish_now()
             self.unclean_start = False  # ended once is enough
             log.info("Successfully initialized runtime: %s", entry.id)
             return True

@@ -26,6 +26,7 @@ log = logging.getLogger("livehost.link")
 
 POLL_S = 0.005
 REPUBLISH_BEATS = 1e-5  # a timeline that moved by more than this (or a new tempo) is handed on
+REPUBLISH_S = 0.5  # and at least this often, whatever happened meanwhile
 
 
 class LinkUnavailable(RuntimeError):
@@ -86,7 +87,7 @@ class LinkSync:
             try:
                 tempo, beat, time_us, mono_ns = self.timeline()
                 last = self._last
-                moved = last is None or tempo != last[0] or abs(
+                moved = last is None or tempo != last[0] or time_us - last[2] > REPUBLISH_S * 1e6 or abs(
                     last[1] + (time_us - last[2]) * last[0] / 60e6 - beat) > REPUBLISH_BEATS
                 if moved:
                     self._last = (tempo, beat, time_us)

@@ -23,6 +23,13 @@ def status_line(status: dict[str, Any], rich: bool = False) -> str:
         parts.append(_paint(status["recovery"], _YELLOW, rich))
     if status.get("tempo_bpm") is not None:
         parts.append(f"{status['tempo_bpm']:g} BPM {status.get('position', '')}".rstrip())
+    if status.get("link_peers") is not None:
+        parts.append(f"link {status['link_peers']} peer{'s' if status['link_peers'] != 1 else ''}")
+    clock_in = stats.get("clock_in")
+    if clock_in:
+        text = "clock in " + ("LOST (tempo held)" if clock_in["lost"] else "playing" if clock_in["playing"] else
+                              "stopped")
+        parts.append(_paint(text, _YELLOW, rich) if clock_in["lost"] else text)
     if "peak_dbfs" in stats:
         parts.append(_meters(stats["peak_dbfs"], stats["rms_dbfs"], rich))
     for key, fmt in _SHOWN:

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import wait_for
@@ -71,6 +72,38 @@ def test_run_recompiles_on_save_and_stops_on_sigterm(project):
     assert "Swapped program" in err
     assert f"Compile failed: {seq / 'patch.py'}:21: NameError: name 'this' is not defined" in err
     assert "Destroying runtime: logic" in err and "Traceback" not in err
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The compile workers among *pid*'s children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if "compiler_bridge.worker" in Path(f"/proc/{c}/cmdline").read_text()]
+
+
+def test_the_compile_worker_outlives_the_thread_of_the_first_compile(project):
+    """The worker is started by the first compile's thread, which ends; the worker stays
+    (it must not end with that thread: a save just then failed, and each later one waited
+    for a new worker)."""
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "logic"'))
+    # not --headless: this process is the host itself (no supervisor between)
+    proc = subprocess.Popen([*LIVEHOST, "run", str(seq)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        compiled = seq / ".livehost" / "compiled.json"
+        wait_for_file_text(compiled, '"source_hash"')
+        wait_for(lambda: _workers_of(proc.pid))
+        worker = _workers_of(proc.pid)
+        time.sleep(1.0)  # the first compile's thread has ended
+        first = compiled.read_text()
+        patch = seq / "patch.py"
+        patch.write_text(patch.read_text().replace("velocity = 100", "velocity = 70"))
+        wait_for(lambda: compiled.read_text() != first)
+        assert _workers_of(proc.pid) == worker
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Compile failed" not in err, err
 
 
 def wait_for_file_text(path, text):

@@ -85,6 +85,20 @@ class Peer:
         self.proc.stdout.close()
 
 
+def _mark(cap) -> tuple[int, int]:
+    """A frame of the capture's and its time on JACK's clock (Link's clock, on Linux)."""
+    frame = cap.clock()[0]
+    return frame, cap.usecs([frame])[0]
+
+
+def on_link_clock(frames: list[int], marks: list[tuple[int, int]]) -> np.ndarray:
+    """Captured frames in microseconds of Link's clock, between the *marks* taken during the take."""
+    f, t = np.array(marks, float).T
+    slope = np.diff(t) / np.diff(f)
+    i = np.clip(np.searchsorted(f, frames) - 1, 0, len(slope) - 1)
+    return t[i] + (np.asarray(frames, float) - f[i]) * slope[i]
+
+
 def _phase_errors_ms(onsets_us: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """Each onset's distance from the nearest beat of the peer's timeline (sampled every 2 ms)."""
     t, beat = samples[:, 0], samples[:, 1]
@@ -110,30 +124,30 @@ def test_livehost_and_a_peer_share_tempo_and_beat_within_a_millisecond(tmp_path,
             wait_for(lambda: host.status()["link_peers"] == 1 and abs(host.transport.tempo_bpm - peer.state()[1]) < 0.001, 10)
             wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 4, 10)  # a bar played (after a quantized start)
             changes, first_tempo = [], host.transport.tempo_bpm
-            frame0 = cap.clock()[0]
-            t_us0 = cap.usecs([frame0])[0]
+            marks = [_mark(cap)]  # (frame, its time) now and then: JACK's frame rate is measured, not nominal
+            t_us0 = marks[0][1]
             changes.append(t_us0)
             wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 8, 10)
             peer.ask("tempo 130")  # the peer leads ...
-            changes.append(cap.usecs([cap.clock()[0]])[0])
+            marks.append(_mark(cap))
+            changes.append(marks[-1][1])
             wait_for(lambda: abs(host.transport.tempo_bpm - 130.0) < 0.001, 5)  # (Link sends whole us per beat)
             ticks = host.runtime.stats()["ticks"]
             wait_for(lambda: host.runtime.stats()["ticks"] > ticks + 24 * 8, 10)
             host.set_live("tempo_bpm", 90.0)  # ... then livehost does
-            changes.append(cap.usecs([cap.clock()[0]])[0])
+            marks.append(_mark(cap))
+            changes.append(marks[-1][1])
             wait_for(lambda: abs(peer.state()[1] - 90.0) < 0.001, 5)
             ticks = host.runtime.stats()["ticks"]
             wait_for(lambda: host.runtime.stats()["ticks"] > ticks + 24 * 8, 10)
-            frame_end = cap.clock()[0]
-            us_end, us_back = cap.usecs([frame_end, frame_end - 480000])
+            marks.append(_mark(cap))
             samples = peer.samples()
         events = cap.stop()
     finally:
         peer.close()
     assert not cap.xruns, f"the server reported {cap.xruns} xruns while the capture listened"
 
-    us_per_frame = (us_end - us_back) / 480000
-    onsets = np.array([us_end + (f - frame_end) * us_per_frame for f, d in events if d[0] == 0x90 and d[2] > 0])
+    onsets = on_link_clock([f for f, d in events if d[0] == 0x90 and d[2] > 0], marks)
     onsets = onsets[onsets > t_us0]
     # an onset within one beat after a tempo change may fall on the old grid: one beat is what it takes
     settled = np.ones(len(onsets), bool)
