@@ -67,7 +67,7 @@ from aalink import Link
 async def main():
     out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="aaloop")
     out.open_virtual_port("out")
-    link = Link(120, asyncio.get_running_loop())
+    link = Link(120)
     link.enabled = True
     link.quantum = 4
     print("ready", flush=True)
