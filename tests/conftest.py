@@ -23,6 +23,8 @@ JACK_CMD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 def pytest_addoption(parser):
     parser.addoption("--soak-builds", type=int, default=100,
                      help="distinct builds in the soak test (the issue's full length: 1000)")
+    parser.addoption("--soak-switch-every", type=int, default=10,
+                     help="builds between runtime switches in the soak test")
 
 
 def _jack_running() -> bool:

@@ -108,25 +108,21 @@ def _phase_errors_ms(onsets_us: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return (at - np.round(at)) / slope / 1000.0
 
 
-def test_livehost_and_a_peer_share_tempo_and_beat_within_a_millisecond(tmp_path, caplog):
+def _take(proj: Path) -> dict:
+    """livehost and a peer on one session: the peer's tempo change, then livehost's; what the capture heard."""
     from jack_midi_capture import Capture
 
-    proj = tmp_path / "linked"
-    proj.mkdir()
-    (proj / "patch.py").write_text(PATCH)
-    (proj / "livehost.toml").write_text(TOML)
-    compile_project(proj)
     peer = Peer(100.0)
     try:
         with Capture("lkcap") as cap, Host(proj, debounce_s=0.02) as host:
             wait_for(lambda: host.runtime is not None and host.runtime.id == "midi", 30)
             # one session: its tempo is the founder's (which of the two that is, Link decides)
-            wait_for(lambda: host.status()["link_peers"] == 1 and abs(host.transport.tempo_bpm - peer.state()[1]) < 0.001, 10)
+            wait_for(lambda: host.status()["link_peers"] == 1
+                     and abs(host.transport.tempo_bpm - peer.state()[1]) < 0.001, 10)
             wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 4, 10)  # a bar played (after a quantized start)
-            changes, first_tempo = [], host.transport.tempo_bpm
+            first_tempo = host.transport.tempo_bpm
             marks = [_mark(cap)]  # (frame, its time) now and then: JACK's frame rate is measured, not nominal
-            t_us0 = marks[0][1]
-            changes.append(t_us0)
+            changes = [marks[0][1]]
             wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 8, 10)
             peer.ask("tempo 130")  # the peer leads ...
             marks.append(_mark(cap))
@@ -142,22 +138,41 @@ def test_livehost_and_a_peer_share_tempo_and_beat_within_a_millisecond(tmp_path,
             wait_for(lambda: host.runtime.stats()["ticks"] > ticks + 24 * 8, 10)
             marks.append(_mark(cap))
             samples = peer.samples()
+            tempo = host.transport.tempo_bpm
         events = cap.stop()
     finally:
         peer.close()
-    assert not cap.xruns, f"the server reported {cap.xruns} xruns while the capture listened"
+    return {"events": events, "marks": marks, "changes": changes, "first_tempo": first_tempo, "samples": samples,
+            "tempo": tempo, "xruns": cap.xruns}
 
-    onsets = on_link_clock([f for f, d in events if d[0] == 0x90 and d[2] > 0], marks)
-    onsets = onsets[onsets > t_us0]
+
+def test_livehost_and_a_peer_share_tempo_and_beat_within_a_millisecond(tmp_path):
+    proj = tmp_path / "linked"
+    proj.mkdir()
+    (proj / "patch.py").write_text(PATCH)
+    (proj / "livehost.toml").write_text(TOML)
+    compile_project(proj)
+    xruns = []
+    for _ in range(3):  # a take in which the server reported an xrun (a capture late) is taken again
+        take = _take(proj)
+        xruns.append(take["xruns"])
+        if not take["xruns"]:
+            break
+    print(f"\n(xruns reported by the server in each take: {xruns})")
+    assert not take["xruns"], xruns
+
+    changes = take["changes"]
+    onsets = on_link_clock([f for f, d in take["events"] if d[0] == 0x90 and d[2] > 0], take["marks"])
+    onsets = onsets[onsets > changes[0]]
     # a tempo change reaches livehost within one beat: only an onset less than one (old) beat after
     # it may still fall on the old grid
     settled = np.ones(len(onsets), bool)
-    for at, bpm in zip(changes[1:], (first_tempo, 130.0)):
+    for at, bpm in zip(changes[1:], (take["first_tempo"], 130.0)):
         settled &= ~((onsets > at) & (onsets < at + 60e6 / bpm))
-    errors = _phase_errors_ms(onsets[settled], samples)
-    print(f"\n{len(errors)} beat onsets against the peer's timeline: "
-          f"p50 {np.percentile(np.abs(errors), 50):.3f} ms, max {np.abs(errors).max():.3f} ms; "
-          f"tempo {host.transport.tempo_bpm}")
+    errors = _phase_errors_ms(onsets[settled], take["samples"])
+    print(f"{len(errors)} beat onsets against the peer's timeline: "
+          f"p50 {np.percentile(np.abs(errors), 50):.3f} ms, max {np.abs(errors).max():.3f} ms; tempo {take['tempo']}")
     assert len(errors) >= 15  # the settled beats of three tempos
     assert np.abs(errors).max() <= 1.0
-    assert stuck_notes(d for _, d in events) == set()
+    assert abs(take["tempo"] - 90.0) < 0.001
+    assert stuck_notes(d for _, d in take["events"]) == set()

@@ -164,7 +164,7 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
     from host.cli import ENGINE_MODULES
     from jack_midi_capture import Capture
 
-    builds, switch_every = request.config.getoption("--soak-builds"), 10
+    builds, switch_every = request.config.getoption("--soak-builds"), request.config.getoption("--soak-switch-every")
     proj = tmp_path / "soak"
     proj.mkdir()
     (proj / "livehost.toml").write_text(SOAK_TOML.format(selected=0))
@@ -198,7 +198,7 @@ def test_a_long_session_stays_flat_and_clean(tmp_path, request):
                              host.runtime.program.source_hash == result.compiled["source_hash"], 30)
                     if take % switch_every == 0 and switches % 2 == 0:
                         audio_cap.start()  # back on audio: listen again
-                    if take == 20 or take == builds:  # after warm-up, and at the end
+                    if take == max(20, 2 * switch_every) or take == builds:  # after warm-up, and at the end
                         # the worker forks a child for the next save once it has replied: counted with it
                         wait_for(lambda: len(_children(worker.pid)) == 1)
                         figures["host_mb"].append(round(_rss_mb(), 1))

@@ -318,6 +318,7 @@ class AudioRuntime(BaseRuntime):
         self.config: StreamConfig | None = None
         self._engine: NativeEngine | None = None
         self._stream: _Stream | None = None
+        self._latency_ns = 0  # the stream's output latency: what the kernels' beat is ahead of the callback
         self._graveyard: list[tuple[_Stream, NativeEngine]] = []  # streams PortAudio must not be asked to close
         self._held: tuple[Program, np.ndarray] | None = None  # what plays once there is a device
         self._deferred: Program | None = None  # loaded while the device was away
@@ -355,6 +356,8 @@ class AudioRuntime(BaseRuntime):
         if engine is None or _shape(config) != _shape(self.config):
             engine, seq = self._new_engine(config)
         stream = _Stream(sd, config, engine, _PORTAUDIO.generation)
+        self._latency_ns = round(stream.latency_s() * 1e9)
+        self._publish_transport(engine)
         block_s = (config.block_frames or 256) / config.sample_rate
         poll_s = max(block_s, stream.latency_s() / 2) / POLLS_PER_BLOCK
         try:
@@ -564,8 +567,11 @@ class AudioRuntime(BaseRuntime):
     # --- helpers ---
 
     def _publish_transport(self, engine: NativeEngine) -> None:
+        """The transport for the callback: a block computed at time t is heard at t plus the
+        stream's output latency, so it gets the beat of that time (in step with Link peers)."""
         now_ns = time.monotonic_ns()
-        engine.set_transport(self.transport.tempo_bpm, self.transport.beat_at(self.transport.clock.now_ns()), now_ns)
+        heard_ns = self.transport.clock.now_ns() + self._latency_ns
+        engine.set_transport(self.transport.tempo_bpm, self.transport.beat_at(heard_ns), now_ns)
 
     def _answered(self, stream: _Stream, answer, poll_s: float | None = None, extra_s: float = 0.0) -> bool:
         """Wait (off the audio thread) until *answer()* holds.

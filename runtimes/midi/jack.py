@@ -58,6 +58,7 @@ def libjack() -> ctypes.CDLL:
         ("jack_free", None, [vp]),
         ("jack_on_shutdown", None, [vp, vp, vp]),
         ("jack_set_error_function", None, [vp]),
+        ("jack_port_get_latency_range", None, [vp, i, ctypes.POINTER(ctypes.c_uint32 * 2)]),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
@@ -242,7 +243,15 @@ class JackPath:
                 self.reconnects += 1
                 log.info("MIDI port %s is back: reconnected", name)
         self._seen |= present
+        if self.engine is not None:  # on a Link timeline, events go out this much ahead of their beat
+            self.engine.slots["link_latency_us"] = self.playback_latency_frames() * 1e6 / self.sample_rate
         return connected
+
+    def playback_latency_frames(self) -> int:
+        """Frames from our output port to where its events are heard (JACK's playback latency, its maximum)."""
+        latency = (ctypes.c_uint32 * 2)()
+        self.lib.jack_port_get_latency_range(self.out_port, 1, ctypes.byref(latency))  # 1: JackPlaybackLatency
+        return int(latency[1])
 
     def stats(self) -> dict[str, Any]:
         return self.engine.frame_stats()
