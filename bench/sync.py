@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from compiler_bridge.compile import compile_project  # noqa: E402
 from compiler_bridge.program import Program  # noqa: E402
 from compiler_bridge.settings import MIDI  # noqa: E402
-from helpers import wait_for  # noqa: E402
+from helpers import LinkPeer, mark, on_link_clock, phase_errors_ms, wait_for  # noqa: E402
 from host import Host  # noqa: E402
 from jack_midi_capture import Capture  # noqa: E402
 from runtimes.midi.runtime import MidiRuntime  # noqa: E402
-from test_link import PATCH as LINK_PATCH, Peer, _mark, _phase_errors_ms, on_link_clock  # noqa: E402
+from test_link import PATCH as LINK_PATCH  # noqa: E402
 
 RATE = 48000
 AALINK_NOTE = 72
@@ -98,7 +98,7 @@ def link_phase(work: Path, seconds: float) -> dict:
     (proj / "livehost.toml").write_text(LINK_TOML)
     compile_project(proj)
     with contextlib.ExitStack() as stack:
-        peer = Peer(120.0)
+        peer = LinkPeer(120.0)
         stack.callback(peer.close)
         loop = subprocess.Popen([sys.executable, "-c", AALINK_LOOP], stdout=subprocess.PIPE, text=True)
         stack.callback(lambda: (loop.kill(), loop.wait(), loop.stdout.close()))
@@ -109,10 +109,10 @@ def link_phase(work: Path, seconds: float) -> dict:
         host = stack.enter_context(Host(proj, debounce_s=0.02))
         wait_for(lambda: host.runtime is not None and host.status()["link_peers"] == 2, 30)
         wait_for(lambda: host.runtime.stats()["ticks"] > 24 * 4, 30)
-        marks = [_mark(cap)]  # (frame, time) every second: JACK's frame rate is measured, not nominal
+        marks = [mark(cap)]  # (frame, time) every second: JACK's frame rate is measured, not nominal
         for _ in range(int(seconds)):
             time.sleep(1.0)
-            marks.append(_mark(cap))
+            marks.append(mark(cap))
         t0 = marks[0][1]
         samples = peer.samples()
         stack.pop_all().close()  # host, capture, loop and peer end here (in reverse)
@@ -121,8 +121,8 @@ def link_phase(work: Path, seconds: float) -> dict:
     ours = ours[(ours > t0) & (ours < marks[-1][1])]
     theirs = _onsets_us(events, marks, loop=True)
     theirs = theirs[(theirs > t0) & (theirs < marks[-1][1])]
-    return {"livehost": _figures(_phase_errors_ms(ours, samples)),
-            "aalink_loop": _figures(_phase_errors_ms(theirs, samples)), "capture_xruns": cap.xruns}
+    return {"livehost": _figures(phase_errors_ms(ours, samples)),
+            "aalink_loop": _figures(phase_errors_ms(theirs, samples)), "capture_xruns": cap.xruns}
 
 
 def clock_follow(work: Path, seed: int) -> dict:

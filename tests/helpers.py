@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 CAPTURE = Path(__file__).with_name("jack_audio_capture.py")
+LINK_PEER = Path(__file__).with_name("link_peer.py")
 ROOT = Path(__file__).resolve().parents[1]
 LIVEHOST_RUN = [sys.executable, "-m", "host.cli", "--log-format", "json", "run"]
 
@@ -197,3 +198,107 @@ def save(path: Path, text: str) -> float:
     tmp.write_text(text)
     tmp.replace(path)
     return time.time()
+
+
+# --- hearing livehost run's audio ----------------------------------------------------
+
+
+def pitch_hz(x: np.ndarray, rate: int = 48000) -> float:
+    """The frequency of a clean sine: upward zero crossings, placed between samples."""
+    up = np.flatnonzero((x[:-1] < 0) & (x[1:] >= 0))
+    assert len(up) >= 10, "no sine in the take"
+    t = up + x[up] / (x[up] - x[up + 1])  # linear interpolation of each crossing
+    return (len(t) - 1) * rate / (t[-1] - t[0])
+
+
+def follow_livehost(cap: CaptureProcess, before: set[str]) -> None:
+    """Have *cap* hear the PortAudio client that appeared after *before* (livehost's), at once and
+    again whenever it reopens its ports."""
+    found: list[str] = []
+
+    def appeared() -> bool:
+        found[:] = [p for p in cap.ports(r"^PortAudio[^:]*:out_0$") if p not in before]
+        return bool(found)
+
+    wait_for(appeared, 60, 0.05)
+    cap.follow(found[0].removesuffix("0"))
+
+
+def portaudio_ports(cap: CaptureProcess) -> set[str]:
+    return set(cap.ports(r"^PortAudio[^:]*:out_0$"))
+
+
+def take_clean(cap: CaptureProcess, seconds: float) -> tuple[np.ndarray, dict]:
+    """Record *seconds* of what plays now; taken again (up to twice more) when the server
+    reported an xrun meanwhile: a capture that missed a cycle lost frames, not livehost."""
+    xruns = []
+    for _ in range(3):
+        cap.start()
+        time.sleep(seconds)
+        x, report = cap.stop_all()
+        xruns.append(report["xruns"])
+        if not report["xruns"]:
+            break
+    if len(xruns) > 1:
+        print(f"\n(xruns reported by the server in each take: {xruns})")
+    return x, report
+
+
+# --- an Ableton Link peer, and Link's clock ------------------------------------------
+
+
+class LinkPeer:
+    """Another Ableton Link peer in a process of its own (``link_peer.py``)."""
+
+    def __init__(self, tempo: float, quantum: float = 4.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(LINK_PEER), str(tempo), str(quantum)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, line: str) -> list[str]:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().split()
+
+    def state(self) -> tuple[int, float]:
+        _, peers, tempo = self.ask("state")
+        return int(peers), float(tempo)
+
+    def samples(self) -> np.ndarray:
+        self.proc.stdin.write("samples\n")
+        self.proc.stdin.flush()
+        return np.array(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+def mark(cap) -> tuple[int, int]:
+    """A frame of the capture's and its time on JACK's clock (Link's clock, on Linux)."""
+    frame = cap.clock()[0]
+    return frame, cap.usecs([frame])[0]
+
+
+def on_link_clock(frames: list[int], marks: list[tuple[int, int]]) -> np.ndarray:
+    """Captured frames in microseconds of Link's clock, between the *marks* taken during the take."""
+    f, t = np.array(marks, float).T
+    slope = np.diff(t) / np.diff(f)
+    i = np.clip(np.searchsorted(f, frames) - 1, 0, len(slope) - 1)
+    return t[i] + (np.asarray(frames, float) - f[i]) * slope[i]
+
+
+def phase_errors_ms(onsets_us: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Each onset's distance from the nearest beat of the peer's timeline (sampled every 2 ms)."""
+    t, beat = samples[:, 0], samples[:, 1]
+    i = np.clip(np.searchsorted(t, onsets_us), 1, len(t) - 1)
+    slope = (beat[i] - beat[i - 1]) / (t[i] - t[i - 1])  # beats per microsecond: the tempo there
+    at = beat[i - 1] + (onsets_us - t[i - 1]) * slope
+    return (at - np.round(at)) / slope / 1000.0

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CaptureProcess, LivehostRun, save, stuck_notes, wait_for
+from helpers import (CaptureProcess, LivehostRun, follow_livehost, pitch_hz, portaudio_ports,
+                     save, stuck_notes, take_clean, wait_for)
 from jack_midi_capture import Capture
 
 pytestmark = pytest.mark.jack
@@ -24,14 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
 PLAYING = "Successfully initialized runtime: "
 CLOCK, NOTE_ON = 0xF8, 0x90
-
-
-def _pitch_hz(x: np.ndarray) -> float:
-    """The frequency of a clean sine: upward zero crossings, placed between samples."""
-    up = np.flatnonzero((x[:-1] < 0) & (x[1:] >= 0))
-    assert len(up) >= 10, "no sine in the take"
-    t = up + x[up] / (x[up] - x[up + 1])  # linear interpolation of each crossing
-    return (len(t) - 1) * RATE / (t[-1] - t[0])
 
 
 def _default(project: Path, name: str):
@@ -43,23 +36,6 @@ def _default(project: Path, name: str):
     return next(f["default"] for f in compiled["state"] if f["name"] == name)
 
 
-def _follow_livehost(cap: CaptureProcess, before: set[str]) -> None:
-    """Have *cap* hear the PortAudio client that appeared after *before* (livehost's), at once and
-    again whenever it reopens its ports."""
-    found: list[str] = []
-
-    def appeared() -> bool:
-        found[:] = [p for p in cap.ports(r"^PortAudio[^:]*:out_0$") if p not in before]
-        return bool(found)
-
-    wait_for(appeared, 60, 0.05)
-    cap.follow(found[0].removesuffix("0"))
-
-
-def _portaudio_ports(cap: CaptureProcess) -> set[str]:
-    return set(cap.ports(r"^PortAudio[^:]*:out_0$"))
-
-
 @pytest.fixture
 def rig(tmp_path):
     """Start ``livehost run`` on a project and a two-channel capture that follows it; end both."""
@@ -68,11 +44,11 @@ def rig(tmp_path):
     def start(project: Path) -> tuple[LivehostRun, CaptureProcess]:
         cap = CaptureProcess(2, tmp_path)
         started.append(cap)
-        before = _portaudio_ports(cap)
+        before = portaudio_ports(cap)
         lh = LivehostRun(project, exit_s=5.0)
         started.append(lh)
         lh.wait_for(PLAYING + "audio")
-        _follow_livehost(cap, before)
+        follow_livehost(cap, before)
         return lh, cap
 
     try:
@@ -80,22 +56,6 @@ def rig(tmp_path):
     finally:
         for thing in reversed(started):
             thing.kill() if isinstance(thing, LivehostRun) else thing.close()
-
-
-def _take(cap: CaptureProcess, seconds: float) -> tuple[np.ndarray, dict]:
-    """Record *seconds* of what plays now; taken again (up to twice more) when the server
-    reported an xrun meanwhile: a capture that missed a cycle lost frames, not livehost."""
-    xruns = []
-    for _ in range(3):
-        cap.start()
-        time.sleep(seconds)
-        x, report = cap.stop_all()
-        xruns.append(report["xruns"])
-        if not report["xruns"]:
-            break
-    if len(xruns) > 1:
-        print(f"\n(xruns reported by the server in each take: {xruns})")
-    return x, report
 
 
 # --- edits ---------------------------------------------------------------------
@@ -107,12 +67,12 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
     patch = sine / "patch.py"
     source = patch.read_text()
     lh, cap = rig(sine)
-    before, _ = _take(cap, 0.3)
+    before, _ = take_clean(cap, 0.3)
 
     save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0"))  # a default: nothing recompiles
     lh.wait_for("Swapped program", timeout_s=30)
     time.sleep(0.1)
-    default, _ = _take(cap, 0.3)
+    default, _ = take_clean(cap, 0.3)
     assert lh.messages("defaults or settings only: its build served")
 
     broken = source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("s.phase += step", "s.phase += step +")
@@ -120,12 +80,12 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
     error = lh.wait_for("Compile failed", timeout_s=30)["message"]
     line = broken.splitlines().index("        s.phase += step +") + 1
     assert f"patch.py:{line}: SyntaxError" in error and "still playing: audio" in error
-    still, _ = _take(cap, 0.3)
+    still, _ = take_clean(cap, 0.3)
 
     save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("step = 2.0 *", "step = 3.0 *"))
     lh.wait_for("Swapped program", timeout_s=30, count=2)
     time.sleep(0.1)
-    code, _ = _take(cap, 0.3)
+    code, _ = take_clean(cap, 0.3)
 
     burst = [300.0 + 10.0 * k for k in range(20)]  # 20 saves within 200 ms
     for freq in burst:
@@ -133,10 +93,10 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
         time.sleep(0.01)
     wait_for(lambda: _default(sine, "freq_hz") == burst[-1], 30, 0.05)  # the last save compiled ...
     time.sleep(0.5)  # ... and handed to the host
-    last, _ = _take(cap, 0.3)
+    last, _ = take_clean(cap, 0.3)
     lh.terminate()
 
-    pitches = [_pitch_hz(x[:, 0]) for x in (before, default, still, code, last)]
+    pitches = [pitch_hz(x[:, 0]) for x in (before, default, still, code, last)]
     print(f"\npitches heard: {[round(p, 2) for p in pitches]}")
     assert pitches == pytest.approx([440.0, 660.0, 660.0, 990.0, burst[-1]], abs=0.5)
     # nothing audible changed at the broken save: a continuous sine (no jump bigger than its own step)
@@ -236,7 +196,7 @@ def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_car
         assert (b[0][1] - 60) % 24 == (a[-1][1] - 60 + 1) % 24, (a[-1], b[0])
         k0 = a[-1][0] - report["first_cycle_frame"] + RATE // 4  # the audio between the two runs
         k1 = b[0][0] - report["first_cycle_frame"] - RATE // 8
-        heard = _pitch_hz(audio[k0:k1])
+        heard = pitch_hz(audio[k0:k1])
         expected = 440.0 * 2.0 ** ((a[-1][1] - 69) / 12.0)
         assert heard == pytest.approx(expected, rel=1e-3), (heard, expected)
     print(f"\nswitches: 5 round trips, {len(ons)} notes, notes per MIDI run {[len(r) for r in runs]}, "

@@ -9,7 +9,6 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,12 +17,12 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from compiler_bridge.compile import compile_project
-from helpers import CaptureProcess, LivehostRun, save, stuck_notes, wait_for
+from helpers import (CaptureProcess, LivehostRun, follow_livehost, pitch_hz, portaudio_ports,
+                     save, stuck_notes, take_clean, wait_for)
 from host import Host
 from host.osc import OscServer
 
 ROOT = Path(__file__).resolve().parents[1]
-RATE = 48000
 
 
 def message(address: str, *args) -> bytes:
@@ -180,47 +179,30 @@ connect_to = "osccap:in"
 '''
 
 
-def _pitch_hz(x: np.ndarray) -> float:
-    up = np.flatnonzero((x[:-1] < 0) & (x[1:] >= 0))
-    assert len(up) >= 10, "no sine in the take"
-    t = up + x[up] / (x[up] - x[up + 1])
-    return (len(t) - 1) * RATE / (t[-1] - t[0])
-
-
 @pytest.mark.jack
 def test_an_osc_client_switches_the_runtime_and_sets_freq_hz_under_livehost_run(project, tmp_path):
     from jack_midi_capture import Capture
 
     sine = project("sine")
-    (sine / "patch.py").write_text((sine / "patch.py").read_text() + "\n\ndef midi(s, ctx, ev):\n"
-                                   "    if ctx.tick % 6 == 0:\n        note_on(ev, 60, 90)\n"
-                                   "    elif ctx.tick % 6 == 3:\n        note_off(ev, 60)\n")
-    (sine / "patch.py").write_text("from compiler_bridge.api import note_off, note_on\n" +
-                                   (sine / "patch.py").read_text())
+    patch = sine / "patch.py"
+    patch.write_text("from compiler_bridge.api import note_off, note_on\n" + patch.read_text() +
+                     "\n\ndef midi(s, ctx, ev):\n    if ctx.tick % 6 == 0:\n        note_on(ev, 60, 90)\n"
+                     "    elif ctx.tick % 6 == 3:\n        note_off(ev, 60)\n")
     (sine / "livehost.toml").write_text(OSC_TOML)
     port = free_port()
     cap = CaptureProcess(1, tmp_path)
-    before = set(cap.ports(r"^PortAudio[^:]*:out_0$"))
+    before = portaudio_ports(cap)
     lh = LivehostRun(sine, "--osc-port", str(port), exit_s=5.0)
     client = Client(port)
     try:
         with Capture("osccap") as midi_cap:
             lh.wait_for("Successfully initialized runtime: audio")
             lh.wait_for("OSC control on udp://127.0.0.1:")
-            wait_for(lambda: set(cap.ports(r"^PortAudio[^:]*:out_0$")) - before, 30)
-            cap.connect((set(cap.ports(r"^PortAudio[^:]*:out_0$")) - before).pop(), cap.info["inputs"][0])
-            takes = []
-            for value in (None, 660.0):
-                if value is not None:
-                    client.send("/livehost/state/freq_hz", value)
-                    time.sleep(0.1)
-                for _ in range(3):  # a take the server reported an xrun in is taken again
-                    cap.start()
-                    time.sleep(0.3)
-                    x, report = cap.stop_all()
-                    if not report["xruns"]:
-                        break
-                takes.append(_pitch_hz(x[:, 0]))
+            follow_livehost(cap, before)
+            takes = [pitch_hz(take_clean(cap, 0.3)[0][:, 0])]
+            client.send("/livehost/state/freq_hz", 660.0)
+            time.sleep(0.1)
+            takes.append(pitch_hz(take_clean(cap, 0.3)[0][:, 0]))
             client.send("/livehost/runtime", "midi")
             lh.wait_for("Successfully initialized runtime: midi", 30)
             assert client.stats()["runtime"] == "midi"
