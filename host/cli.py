@@ -245,10 +245,11 @@ def _osc(args, project: Path, host):
         return contextlib.nullcontext()
     from .osc import OscServer
 
+    bind = bind or "127.0.0.1"
     try:
-        return OscServer(host, port, bind or "127.0.0.1")
+        return OscServer(host, port, bind)
     except OSError as exc:
-        log.error("OSC control is off: cannot listen on udp://%s:%s: %s", bind or "127.0.0.1", port, exc)
+        log.error("OSC control is off: cannot listen on udp://%s:%s: %s", bind, port, exc)
         return contextlib.nullcontext()
 
 

@@ -192,9 +192,10 @@ class Host:
             self._link.set_tempo(value)
         elif key == "tempo_bpm":  # at once, without a swap; later programs get it in their config
             with self._lock:
-                self.transport.set_tempo(value)
                 if self.runtime is not None:
-                    self.runtime.set_tempo(value)
+                    self.runtime.set_tempo(value)  # (the transport is the runtime's too)
+                else:
+                    self.transport.set_tempo(value)
         # swap_on: the next program's config carries it
 
     def write_state(self, name: str, value: float, index: int = 0) -> None:

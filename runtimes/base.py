@@ -132,7 +132,7 @@ class BaseRuntime:
             if self.closed:
                 return
             self.transport.align(tempo_bpm, beat, mono_ns)
-            self._tempo_changed()
+            self._link_changed(tempo_bpm, beat, time_us, quantum)
 
     def write_state(self, name: str, value: float, index: int = 0) -> bool:
         """Write *value* to the playing state's field *name* (element *index*) at the
@@ -187,6 +187,10 @@ class BaseRuntime:
 
     def _tempo_changed(self) -> None:
         pass
+
+    def _link_changed(self, tempo_bpm: float, beat: float, time_us: float, quantum: float) -> None:
+        """A Link timeline came (the transport follows it already)."""
+        self._tempo_changed()
 
     def _controls(self):
         """The engine's :class:`~runtimes.realtime.controls.ControlRing`, if it has one."""

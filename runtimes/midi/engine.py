@@ -400,6 +400,12 @@ def finish_step(sl, out_buffer):
 
 
 @_jit
+def _ideal(sl, tick):
+    """The frame, unrounded, where *tick* is due on the schedule's anchor and period."""
+    return sl.anchor_frame + (tick - sl.anchor_tick) * sl.frames_per_tick
+
+
+@_jit
 def _retempo(sl):
     """Apply a pending tempo: the next tick comes one new period after the last."""
     seq = sl.tempo_seq
@@ -409,7 +415,7 @@ def _retempo(sl):
     old_fpt = sl.frames_per_tick
     new_fpt = sl.sample_rate * 60.0 / (sl.pending_bpm * sl.ppqn)
     if sl.next_tick > 0:
-        last = sl.anchor_frame + (sl.next_tick - 1 - sl.anchor_tick) * old_fpt
+        last = _ideal(sl, sl.next_tick - 1)  # (frames_per_tick is still the old one)
         sl.anchor_frame = last + new_fpt
         sl.anchor_tick = sl.next_tick
     sl.frames_per_tick = new_fpt
@@ -462,21 +468,32 @@ def control_in(sl, status, data1, data2):
 
 
 @_jit
+def _input_event(sl, in_buffer, index):
+    """JACK input event *index*: ``(frame offset, size, data address)``; offset -1 when it cannot be read."""
+    event = carray(as_voidptr(sl.scratch + 8), 3, np.int64)  # jack_midi_event_t
+    if _jack_midi_event_get(sl.fn_event_get, sl.scratch + 8, in_buffer, index) != 0:
+        return np.int64(-1), np.int64(0), np.int64(0)
+    return np.int64(event[0] & 0xFFFFFFFF), np.int64(event[1]), np.int64(event[2])
+
+
+@_jit
+def _message_in(sl, data, size):
+    """A channel message from the input to the state's mapped fields; anything shorter is only counted."""
+    if size >= 2:
+        control_in(sl, np.int64(data[0]), np.int64(data[1]), np.int64(data[2]) if size >= 3 else 0)
+    else:
+        sl.events_in += 1
+
+
+@_jit
 def _read_input(sl, in_buffer, index, count, until_offset):
     """Take JACK input events with frame offset <= *until_offset*; return the next index."""
-    event = carray(as_voidptr(sl.scratch + 8), 3, np.int64)  # jack_midi_event_t
     while index < count:
-        if _jack_midi_event_get(sl.fn_event_get, sl.scratch + 8, in_buffer, index) != 0:
-            index += 1
-            continue
-        if (event[0] & 0xFFFFFFFF) > until_offset:
+        offset, size, address = _input_event(sl, in_buffer, index)
+        if offset > until_offset:
             break
-        size = event[1]
-        data = carray(as_voidptr(event[2]), max(size, 1), np.uint8)
-        if size >= 2:
-            control_in(sl, np.int64(data[0]), np.int64(data[1]), np.int64(data[2]) if size >= 3 else 0)
-        else:
-            sl.events_in += 1
+        if offset >= 0:
+            _message_in(sl, carray(as_voidptr(address), max(size, 1), np.uint8), size)
         index += 1
     return index
 
@@ -519,7 +536,7 @@ def _follow_ticks(sl, out_buffer, start, until):
     while sl.ext == EXT_RUNNING:
         if sl.clk_lost == 0 and sl.next_tick >= (sl.clk_index + 1) * sl.clock_div:
             break  # the next tick comes with the next clock byte
-        ideal = sl.anchor_frame + (sl.next_tick - sl.anchor_tick) * sl.frames_per_tick
+        ideal = _ideal(sl, sl.next_tick)
         due = np.int64(np.floor(ideal + 0.5))
         if due >= until:
             break
@@ -577,15 +594,11 @@ def _transport_in(sl, out_buffer, offset, status, data1, data2):
 def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
     """A cycle led by the incoming clock: each input event in frame order, the ticks between."""
     count = _jack_midi_get_event_count(sl.fn_event_count, in_buffer) if in_buffer != 0 else 0
-    event = carray(as_voidptr(sl.scratch + 8), 3, np.int64)  # jack_midi_event_t
     for index in range(count):
-        if _jack_midi_event_get(sl.fn_event_get, sl.scratch + 8, in_buffer, index) != 0:
+        offset, size, address = _input_event(sl, in_buffer, index)
+        if offset < 0 or size < 1:
             continue
-        offset = np.int64(event[0] & 0xFFFFFFFF)
-        size = event[1]
-        if size < 1:
-            continue
-        data = carray(as_voidptr(event[2]), size, np.uint8)
+        data = carray(as_voidptr(address), size, np.uint8)
         status = np.int64(data[0])
         _follow_ticks(sl, out_buffer, start, start + offset)
         if status == 0xF8:
@@ -593,10 +606,8 @@ def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
         elif status == 0xFA or status == 0xFB or status == 0xFC or status == 0xF2 and size >= 3:
             _transport_in(sl, out_buffer, offset, status, np.int64(data[1]) if size >= 3 else 0,
                           np.int64(data[2]) if size >= 3 else 0)
-        elif size >= 2:
-            control_in(sl, status, np.int64(data[1]), np.int64(data[2]) if size >= 3 else 0)
         else:
-            sl.events_in += 1
+            _message_in(sl, data, size)
     end = start + nframes
     if (sl.ext == EXT_RUNNING and sl.clk_lost == 0 and sl.clk_period > 0.0
             and end - sl.clk_last > LOST_CLOCKS * sl.clk_period):
@@ -675,7 +686,7 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
     index = 0
     end = start + nframes
     while True:
-        ideal = sl.anchor_frame + (sl.next_tick - sl.anchor_tick) * sl.frames_per_tick
+        ideal = _ideal(sl, sl.next_tick)
         due = np.int64(np.floor(ideal + 0.5))
         if due >= end:
             break
@@ -720,7 +731,7 @@ def step(arg):
     if sl.run_state != RUNNING:
         return 0
     _retempo(sl)
-    ideal = sl.anchor_frame + (sl.next_tick - sl.anchor_tick) * sl.frames_per_tick
+    ideal = _ideal(sl, sl.next_tick)
     tick_step(sl, np.int64(0), np.int64(0), np.int64(np.floor(ideal + 0.5)), np.int64(0), ideal)
     return 1
 

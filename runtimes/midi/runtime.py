@@ -286,19 +286,15 @@ class MidiRuntime(BaseRuntime):
         if self._recovery.waiting:
             log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
 
-    def follow_link(self, tempo_bpm: float, beat: float, time_us: float, mono_ns: int, quantum: float) -> None:
+    def _link_changed(self, tempo_bpm: float, beat: float, time_us: float, quantum: float) -> None:
         """On the JACK path each tick is placed on the session's timeline in the process
         callback (the first at the session's next quantum boundary); elsewhere the
         transport's tempo is followed."""
-        with self._lock:
-            if self.closed:
-                return
-            self.transport.align(tempo_bpm, beat, mono_ns)
-            self._link = (tempo_bpm, beat, time_us, quantum)
-            if self.engine is None or not isinstance(self.path, JackPath):
-                self._tempo_changed()
-                return
-            self._apply_link(self.engine)
+        self._link = (tempo_bpm, beat, time_us, quantum)
+        if self.engine is None or not isinstance(self.path, JackPath):
+            self._tempo_changed()
+            return
+        self._apply_link(self.engine)
 
     def _apply_link(self, engine: MidiEngine) -> None:
         tempo_bpm, beat, time_us, quantum = self._link
