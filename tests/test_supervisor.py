@@ -49,7 +49,11 @@ def _host_child(supervisor: subprocess.Popen) -> int | None:
     """The pid of the supervisor's ``livehost run --supervised`` child."""
     for task in os.listdir(f"/proc/{supervisor.pid}/task"):
         for pid in open(f"/proc/{supervisor.pid}/task/{task}/children").read().split():
-            if "--supervised" in open(f"/proc/{pid}/cmdline").read():
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline").read()
+            except FileNotFoundError:  # a child that ended between the two reads (a restarted host)
+                continue
+            if "--supervised" in cmdline:
                 return int(pid)
     return None
 
