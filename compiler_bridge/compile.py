@@ -81,12 +81,15 @@ STATE_DTYPE = _np.dtype({state_dtype!r}, align=True)
 '''
 
 # The kernel is inlined into its entry point (numba's IR inliner): one function
-# for LLVM to build instead of two, about a third less compile time.
+# for LLVM to build instead of two, about a third less compile time. Indexing is
+# bounds-checked: a state written from outside (OSC, MIDI input) can hold an index
+# the test run never saw, and an index out of range must be a kernel fault (the
+# engine silences that program until the next save), never a stray read or write.
 KERNEL_TEMPLATE = '''
-_{name} = _numba.njit(nogil=True, error_model="numpy", inline="always")(patch.{name})
+_{name} = _numba.njit(nogil=True, error_model="numpy", inline="always", boundscheck=True)(patch.{name})
 
 
-@_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy")
+@_numba.cfunc(_SIG, cache=True, nogil=True, error_model="numpy", boundscheck=True)
 def {name}_entry(state_p, ctx_p, in_p, out_p, ev_p):
     ctx = _carray(ctx_p, 1, _CTX)[0]
     s = _carray(state_p, 1, STATE_DTYPE)[0]

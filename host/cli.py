@@ -241,7 +241,7 @@ def _osc(args, project: Path, host):
         if config is not None:
             port = config.osc_port if port is None else port
             bind = bind or config.osc_host
-    if not port:
+    if port is None:
         return contextlib.nullcontext()
     from .osc import OscServer
 
@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="SECONDS",
                    help=f"without a terminal: log a status line this often (default {STATUS_EVERY_S:g})")
     p.add_argument("--osc-port", type=int, metavar="PORT",
-                   help="listen for OSC control on this UDP port (default: osc_port in livehost.toml; none)")
+                   help="listen for OSC control on this UDP port; 0: any free one, "
+                        "logged (default: osc_port in livehost.toml; none)")
     p.add_argument("--osc-host", metavar="ADDRESS",
                    help="address OSC binds to (default: osc_host in livehost.toml, else 127.0.0.1)")
     p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe

@@ -19,7 +19,8 @@ Protocol: one command per line on stdin, one JSON object per line on stdout.
 * ``start``               -> clears counters, starts recording; ``{"ok": true}``
 * ``stop PATH``           -> stops, saves the samples (frames x N float32 .npy)
   to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time",
-  "first_cycle_frame"}`` (``time.time()`` when the first recorded cycle began:
+  "first_cycle_frame", "xrun_at"}`` (``xrun_at``: the take's frame count when each xrun notice
+  arrived or each late cycle began) (``time.time()`` when the first recorded cycle began:
   frame *k* of the take was played about *k* / rate seconds later; and that
   cycle's JACK frame time, the clock of the MIDI capture's frames)
 * ``quit``                -> closes the client and exits
@@ -79,6 +80,7 @@ class Capture:
 
     def reset(self) -> None:
         self.frames = self.cycles = self.xruns = self.late_cycles = 0
+        self.xrun_at: list[int] = []
         self.max_gap_s = 0.0
         self.last_cycle_s = None
         self.first_cycle_time = self.first_cycle_frame = None
@@ -97,7 +99,9 @@ class Capture:
         if self.last_cycle_s is not None:
             gap = now - self.last_cycle_s
             self.max_gap_s = max(self.max_gap_s, gap)
-            self.late_cycles += gap > 2 * n / self.sample_rate
+            if gap > 2 * n / self.sample_rate:
+                self.late_cycles += 1
+                self.xrun_at.append(self.frames)
         self.last_cycle_s = now
         self.cycles += 1
         room = min(n, self.buffer.shape[0] - self.frames)
@@ -108,11 +112,13 @@ class Capture:
     def _xrun(self, delay_us: float) -> None:
         if self.recording:
             self.xruns += 1
+            self.xrun_at.append(self.frames)
 
     def report(self) -> dict:
         return {"frames": self.frames, "cycles": self.cycles, "xruns": self.xruns,
                 "late_cycles": self.late_cycles, "max_gap_ms": round(self.max_gap_s * 1e3, 3),
-                "first_cycle_time": self.first_cycle_time, "first_cycle_frame": self.first_cycle_frame}
+                "first_cycle_time": self.first_cycle_time, "first_cycle_frame": self.first_cycle_frame,
+                "xrun_at": sorted(self.xrun_at)}
 
 
 def main() -> None:

