@@ -20,6 +20,7 @@ budget is stopped :data:`TEST_RUN_TIMEOUT_S` after its test run began.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -340,19 +341,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # --- the compile in child processes ---------------------------------------------
 #
-# Two forked children (at the worker's low priority) run side by side: one
-# builds the native entry points and test-runs them as a runtime calls them,
-# the other test-runs the bounds-checked kernels; the compile succeeds when
-# both do. numba compiles on one core: side by side, a code edit is heard
-# about 0.35 s sooner than with both parts in one child (0.74 s against
-# 1.09 s at the median in bench/edit_to_sound.py). The price, on a JACK graph
-# without real-time priority: both cores busy while it compiles, and more
-# graph xruns under a long run of saves (a real-time graph preempts them).
-# When the build exists (a save of defaults or settings), both parts are a
-# quick test run of cached code, one after the other in one child.
-
-PARTS = ("build", "checked")
-BOTH = "checked+build"
+# One forked child (at the worker's low priority) builds the native entry points
+# and test-runs them as a runtime calls them. The entry points are bounds-checked
+# themselves: a kernel that raises (an index out of range, a raise) returns 0 in
+# the test run, and only then is the kernel compiled again with Python exceptions
+# (the "checked" part) and run again to say which exception and where. (Both
+# parts used to run side by side for every compile: twice the CPU on a two-core
+# machine, for the rare save that raises.) When the build exists (a save of
+# defaults or settings), the part is a quick test run of cached code.
 
 
 @dataclass
@@ -389,12 +385,11 @@ def _text_sha(text: str) -> str:
 
 
 def _compile_isolated(sources: _Sources, standby: tuple[int, _Child] | None = None) -> dict:
-    """Run both parts in forked children (or in *standby*: its report pipe and child);
-    turn what they report into a result or an error."""
+    """Run the compile in a forked child (or in *standby*: its report pipe and child);
+    turn what it reports into a result or an error."""
     children: dict[int, _Child] = dict([standby]) if standby else {}
     try:
-        cached = any(sources.build.glob("entry_*.py"))
-        for part in (() if standby else (BOTH,) if cached else PARTS):
+        for part in (() if standby else ("build",)):
             read_fd, write_fd = os.pipe()
             # The child's garbage collector must not walk this process's objects: touching
             # them all copies every page (a collection in a child took 150 ms here).
@@ -498,7 +493,7 @@ def _await_children(children: dict[int, _Child], patch_path: str) -> dict:
                                                        f"patch): {message['internal']}")
     if died is not None:
         raise died
-    return results["build"] if "build" in results else results[BOTH]
+    return results["build"]
 
 
 # --- a child kept ready for the next save of the same build ------------------------
@@ -535,7 +530,7 @@ class _StandbySlot:
             _end(pid)
             return None
         os.close(request_fd)  # EOF: the request is whole
-        return report_fd, _Child(BOTH, pid, time.monotonic() + COMPILE_TIMEOUT_S)
+        return report_fd, _Child("build", pid, time.monotonic() + COMPILE_TIMEOUT_S)
 
     def fork(self) -> None:
         """Fork a standby child for the last good compile's build, unless one is ready."""
@@ -552,7 +547,7 @@ class _StandbySlot:
         if pid == 0:
             os.close(request_w)
             os.close(report_r)
-            _child(self.compiled, BOTH, report_w, request_fd=request_r)
+            _child(self.compiled, "build", report_w, request_fd=request_r)
         gc.unfreeze()
         os.close(request_r)
         os.close(report_w)
@@ -583,7 +578,7 @@ def _standby_wait(prepared: _Sources, request_fd: int) -> _Sources:
     os.dup2(quiet, 1)  # the patch's top-level print()s were shown by its own compile
     os.dup2(quiet, 2)
     try:
-        _compile_part(prepared, BOTH, lambda message: None)
+        _compile_part(prepared, "build", lambda message: None)
     except Exception:  # the build changed under us (pruned): the request's own compile says what is wrong
         pass
     finally:
@@ -662,7 +657,8 @@ def prune_builds(builds: Path, keep: Path, newest: int = KEEP_BUILDS) -> None:
 
 
 def _compile(project_dir: Path, report=lambda message: None) -> dict:
-    """Both parts in this process, one after the other (the worker warms itself up with it)."""
+    """Both parts in this process, one after the other (the worker warms itself up with it:
+    a compile's child starts from the typing state it leaves, the checked part's included)."""
     sources = _Sources.read(Path(project_dir).resolve())
     _compile_part(sources, "checked", report)
     return _compile_part(sources, "build", report)
@@ -673,12 +669,10 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
 
     ``build``: the native entry points (numba compiles them, or loads them from
     the build's cache when the build exists), test-run as a runtime calls
-    them; returns the compiled config. ``checked``: the bounds-checked kernels'
-    test run.
+    them; returns the compiled config. A kernel that raises there is run
+    again as ``checked`` to say what it raised, and where. ``checked``: the
+    kernels compiled with Python exceptions, and their test run.
     """
-    if part == BOTH:
-        _compile_part(sources, "checked", report)
-        return _compile_part(sources, "build", report)
     config, source, patch_path, build = sources.config, sources.source, sources.patch_path, sources.build
     namespace = _exec_patch(source, patch_path)
     kernels, layout = _kernels_and_layout(namespace, source, patch_path)
@@ -710,7 +704,13 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
     addresses = {k: getattr(build_mod, f"{k}_entry").address for k in kernels}
     seconds = time.perf_counter() - t0
     for kernel, address in addresses.items():
-        _entry_run(kernel, address, layout, shape, patch_path, build_mod.patch, report)
+        try:
+            _entry_run(kernel, address, layout, shape, patch_path, build_mod.patch, report)
+        except _KernelRaised as raised:
+            report({"tested": kernel})  # (compiling again, not test-running)
+            _compile_part(sources, "checked", report)  # says what and where; or, if it cannot:
+            raise PatchError(patch_path, _line_of_def(build_mod.patch, kernel),
+                             f"{kernel}() raised in test call {raised.call} (an index out of range, or a raise)")
         report({"tested": kernel})
     return {
         "schema_version": SCHEMA_VERSION,
@@ -849,22 +849,48 @@ def _checked_run(kernel, checked, layout, shape, shown, real, patch_mod, report)
             _check_block_time(times[1:], shape, kernel, shown, patch_mod, CHECKED_SLACK)
 
 
+class _KernelRaised(Exception):
+    """The entry point returned 0 in test call *call*: the kernel raised."""
+
+    def __init__(self, call: int) -> None:
+        super().__init__(call)
+        self.call = call
+
+
 def _entry_run(kernel, address, layout, shape, shown, patch_mod, report) -> None:
     """Run *kernel*'s native entry point on fresh default state as a runtime calls
-    it: NaN/inf output or state, and the time per block or tick, are checked."""
+    it: NaN/inf output or state, and the time per block or tick, are checked; a
+    call that raised raises :class:`_KernelRaised`."""
     fn = abi.KERNEL_CFUNCTYPE(address)
     n_calls, (state, ctx, inp, out, ev) = _start_test_run(kernel, layout, shape, patch_mod, report)
     times = []
-    for i in range(n_calls):
-        _next_call(ctx, ev, i, shape, kernel)
-        t0 = time.perf_counter()
-        fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
-        times.append(time.perf_counter() - t0)
-        if kernel == "audio" and not np.isfinite(out).all():
-            raise PatchError(shown, _line_of_def(patch_mod, kernel), f"audio() wrote NaN or inf in test block {i}")
-        _check_state(layout, state, kernel, i, shown, patch_mod)
-        if i >= 3:  # the first call may page memory in
-            _check_block_time(times[1:], shape, kernel, shown, patch_mod)
+    with _quiet_stderr():  # numba prints what a C callback raised: the checked run says it better
+        for i in range(n_calls):
+            _next_call(ctx, ev, i, shape, kernel)
+            t0 = time.perf_counter()
+            ok = fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
+            times.append(time.perf_counter() - t0)
+            if ok == 0:
+                raise _KernelRaised(i)
+            if kernel == "audio" and not np.isfinite(out).all():
+                raise PatchError(shown, _line_of_def(patch_mod, kernel), f"audio() wrote NaN or inf in test block {i}")
+            _check_state(layout, state, kernel, i, shown, patch_mod)
+            if i >= 3:  # the first call may page memory in
+                _check_block_time(times[1:], shape, kernel, shown, patch_mod)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null meanwhile."""
+    saved = os.dup(2)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
 
 
 def _start_test_run(kernel: str, layout, shape: RunShape, patch_mod, report) -> tuple[int, tuple]:

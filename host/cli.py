@@ -164,6 +164,7 @@ def cmd_run(args) -> int:
     from .status import status_line
 
     project = _project(args.project)
+    sys.unraisablehook = _kernel_raised_hook(sys.unraisablehook)
     stop = threading.Event()  # SIGTERM from here on ends the run cleanly, also during start-up
     old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.supervised is not None:  # Ctrl-C reaches the whole process group: the supervisor passes it on
@@ -224,6 +225,27 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, old_handler)
     log.info("Stopped: %s", status_line(final))
     return 0
+
+
+def _kernel_raised_hook(default):
+    """What a kernel raised while playing, as one log line, not a traceback.
+
+    numba reports an exception raised in a C callback (an index out of range in
+    a kernel, or a raise) through ``sys.unraisablehook``, from the audio or
+    MIDI thread. The engine mutes that program until the next save, and the
+    host logs its kernel error count; this says what was raised, once per kind.
+    """
+    seen: set[str] = set()
+
+    def hook(unraisable) -> None:
+        if "numba" not in repr(unraisable.object) or unraisable.exc_value is None:
+            return default(unraisable)
+        what = f"{type(unraisable.exc_value).__name__}: {unraisable.exc_value}"
+        if what not in seen and len(seen) < 32:
+            seen.add(what)
+            log.warning("A kernel raised %s while playing: that program is silent until the next save", what)
+
+    return hook
 
 
 def _osc(args, project: Path, host):

@@ -178,6 +178,31 @@ def test_hostile_datagrams_are_survived_and_the_host_still_answers(logic_host, c
 
 # --- as a performer plays it: livehost run, a controller app, captures in other processes ---
 
+
+def test_under_livehost_run_a_kernel_that_raises_while_playing_is_one_log_line(project):
+    seq = project("sequencer")
+    toml = seq / "livehost.toml"
+    toml.write_text(toml.read_text().replace('runtime = "midi"', 'runtime = "logic"'))
+    lh = LivehostRun(seq, "--osc-port", "0")
+    client = None
+    try:
+        lh.wait_for("Successfully initialized runtime: logic")
+        listening = lh.wait_for("OSC control on udp://127.0.0.1:")["message"]
+        client = Client(int(re.search(r"udp://127\.0\.0\.1:(\d+)", listening).group(1)))
+        for _ in range(3):
+            client.send("/livehost/state/step", 1_000_000)  # the sequencer plays s.notes[s.step]
+        lh.wait_for("A kernel raised IndexError: index is out of bounds while playing")
+        lh.wait_for("kernel exceptions (the kernel is muted until the next save)")
+        assert client.stats()["runtime"] == "logic"
+        lh.terminate()
+    finally:
+        if client is not None:
+            client.close()
+        lh.kill()
+    text = lh.log_path.read_text()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    assert len(lh.messages("A kernel raised")) == 1
+
 OSC_TOML = '''\
 selected_runtime = 0
 
