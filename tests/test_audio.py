@@ -299,9 +299,10 @@ def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs)
     ring.push(*program.layout.target("mode"), 3)  # the kernel now raises
     assert (_play(engine, 5) == 0.0).all()
     assert engine.stats()["kernel_errors"] == 1  # called once, then never again
-    fresh = dc_programs[0.75]
-    engine.request_swap(fresh, fresh.new_state(), np.zeros((0, 3), np.int64))  # the next save plays again
-    assert (_play(engine, 2) == 0.75).all()
+    fresh = dc_programs[0.75]  # the next save plays again, from its defaults: the state of a kernel that
+    engine.request_swap(fresh, fresh.new_state(), fresh.layout.carry_table(program.layout))  # raised (mode 3
+    assert (_play(engine, 2) == 0.75).all()  # here) is not carried over
+    assert engine.stats()["kernel_errors"] == 1
 
 
 def test_the_watchdog_falls_back_to_the_program_before_after_a_run_of_nan_blocks(dc_programs):
