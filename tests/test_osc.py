@@ -133,6 +133,7 @@ def test_bad_messages_are_logged_once_and_ignored(logic_host, caplog):
     assert any("no [[runtime_settings]] entry for runtime 'audio'" in line for line in lines)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # numba reports it so
 def test_a_state_write_that_sends_the_kernel_outside_its_array_is_a_kernel_fault_not_a_crash(logic_host):
     seq, host, server, client = logic_host
     client.send("/livehost/state/step", 1_000_000)  # the sequencer plays s.notes[s.step]
