@@ -80,6 +80,34 @@ def _leader(seed: int) -> tuple[list, dict]:
     return out, marks
 
 
+def _take(program, plan: list, done) -> dict:
+    """One take: livehost follows the leader's *plan* until ``done(rt, lead, base)``; what it played
+    and was given, and where the server's xruns fell (frames from the plan's base)."""
+    from jack_midi_capture import Capture
+
+    # two clients: the leader's bytes reach livehost, and livehost's the recorder, in the same cycle
+    with Capture("leader") as lead, Capture("fcap") as cap:
+        rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
+        try:
+            rt.start(program, program.new_state())
+            lead.connect("leader:out", rt.ports["input"])
+            wait_for(lambda: rt.engine.get("cycles") > 4)  # the connection has taken effect
+            base = lead.schedule(plan)
+            wait_for(lambda: done(rt, lead, base), 30, 0.01)
+            took = {"clock_in": rt.stats()["clock_in"], "tempo": rt.transport.tempo_bpm, "state": rt.snapshot()[1]}
+        finally:
+            rt.close()
+        heard = cap.stop()
+        lead.stop()
+    return {**took, "heard": [(f - base, d) for f, d in heard], "late": lead.late,
+            "xruns": sorted({x - base for x in lead.xrun_frames + cap.xrun_frames})}
+
+
+def _past(lead, frame: int) -> bool:
+    """Whether the leader's JACK frame time is past *frame* (32-bit frame times wrap)."""
+    return (lead.clock()[0] - frame) & 0xFFFFFFFF < 1 << 31
+
+
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     proj = tmp_path_factory.mktemp("follow")
@@ -89,8 +117,6 @@ def program(tmp_path_factory):
 
 
 def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_followed(program, caplog):
-    from jack_midi_capture import Capture
-
     leader, marks = _leader(seed=7)
     sent = np.array(marks["clocks"])
     # What an xrun of the (non-real-time) server touched is left out. A take is taken again when one
@@ -102,34 +128,19 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
     beats = [b for b in range(1, 22) if b != 8]
     takes = []
     for _ in range(TAKES):
-        # two clients: the leader's bytes reach livehost, and livehost's the recorder, in the same cycle
-        with Capture("leader") as lead, Capture("fcap") as cap:
-            rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
-            try:
-                rt.start(program, program.new_state())
-                lead.connect("leader:out", rt.ports["input"])
-                wait_for(lambda: rt.engine.get("cycles") > 4)  # the connection has taken effect
-                base = lead.schedule(leader)
-                # every byte in, or (when an xrun lost some) the leader's last byte long past
-                wait_for(lambda: rt.engine.get("clocks_in") >= len(sent)
-                         or (lead.clock()[0] - base - marks["end"] - RATE // 2) & 0xFFFFFFFF < 1 << 31, 30, 0.01)
-                clock_in = rt.stats()["clock_in"]
-                tempo = rt.transport.tempo_bpm
-                state = rt.snapshot()[1]
-            finally:
-                rt.close()
-            heard = cap.stop()
-            lead.stop()
-        xruns = sorted({x - base for x in lead.xrun_frames + cap.xrun_frames})
+        # every byte in, or (when an xrun lost some) the leader's last byte long past
+        take = _take(program, leader, lambda rt, lead, base: rt.engine.get("clocks_in") >= len(sent)
+                     or _past(lead, base + marks["end"] + RATE // 2))
+        xruns = take["xruns"]
         # a beat's tempo comes from the bytes of the two beats before it
         judged = [b for b in beats if clear_of(sent[max(24 * (b - 2), 0):24 * b + 1], xruns).all()]
-        takes.append((len(xruns), lead.late, len(judged)))
+        takes.append((len(xruns), take["late"], len(judged)))
         if clear_of(once, xruns).all() and len(judged) >= 12:
             break
     print(f"\n(xruns reported by the server, late leader bytes, beats judged) per take: {takes}")
     assert clear_of(once, xruns).all() and len(judged) >= 12, takes
 
-    ours = [(f - base, d) for f, d in heard]
+    ours, clock_in, tempo = take["heard"], take["clock_in"], take["tempo"]
     clock_out = np.array([f for f, d in ours if d == [0xF8]])
     playing = ((sent < marks["gap"][0]) | (sent >= marks["gap"][1])) & clear_of(sent, xruns)
     error = np.array([np.abs(clock_out - f).min() for f in sent[playing]])
@@ -140,7 +151,7 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
     # The tempo each beat's first tick was given. After one beat of a new tempo it is estimated
     # from 24 jittered bytes (least squares: about 0.05 BPM standard deviation at 140 BPM); from
     # the next beat on from 48 and more, within 0.1 BPM.
-    tempos = state["tempos"][0]
+    tempos = take["state"]["tempos"][0]
     print(f"tempo per beat: {np.round(tempos[:22], 3)}; judged: {judged}")
     for b in judged:
         assert abs(tempos[b] - (120.0 if b < 8 else 140.0)) < (0.25 if b in (1, 9) else 0.1), (b, tempos[b])
@@ -170,35 +181,20 @@ def test_the_tempo_beats_start_stop_and_song_position_of_an_outside_clock_are_fo
 def test_a_burst_of_clock_bytes_counts_as_ticks_and_leaves_the_tempo_alone(program):
     """Bytes held up upstream (a late client, a busy USB or network link) arrive together at one
     frame: each is a tick, none is a tempo (two at one frame once made a division by zero)."""
-    from jack_midi_capture import Capture
-
     frames = [500 + round(k * _period(120.0)) for k in range(4 * 24)]
     frames[60:62] = [frames[61]] * 2  # byte 60 held up, delivered with byte 61 (shorter than a loss)
     plan = [(0, [0xFA])] + [(f, [0xF8]) for f in frames]
     takes = []
     for _ in range(TAKES):
-        with Capture("leader") as lead, Capture("fcap") as cap:
-            rt = MidiRuntime(MIDI.resolve({"clock_source": "midi", "connect_to": "fcap:in", "channel": 1}))
-            try:
-                rt.start(program, program.new_state())
-                lead.connect("leader:out", rt.ports["input"])
-                wait_for(lambda: rt.engine.get("cycles") > 4)
-                base = lead.schedule(plan)
-                wait_for(lambda: (lead.clock()[0] - base - frames[-1] - 4800) & 0xFFFFFFFF < 1 << 31, 30, 0.05)
-                clock_in = rt.stats()["clock_in"]
-                state = rt.snapshot()[1]
-            finally:
-                rt.close()
-            heard = cap.stop()
-            lead.stop()
-        xruns = sorted({x - base for x in lead.xrun_frames + cap.xrun_frames})
+        take = _take(program, plan, lambda rt, lead, base: _past(lead, base + frames[-1] + 4800))
+        xruns, clock_in = take["xruns"], take["clock_in"]
         takes.append(len(xruns))
         if clear_of(frames, xruns).all():
             break
     print(f"\n(xruns reported by the server per take: {takes}); clock in: {clock_in}")
     assert clear_of(frames, xruns).all(), takes
-    tempos = state["tempos"][0][1:4]
+    tempos = take["state"]["tempos"][0][1:4]
     print(f"tempo at beats 1-3: {tempos}")
     assert np.abs(tempos - 120.0).max() < 0.01 and abs(clock_in["tempo_bpm"] - 120.0) < 0.01
     assert clock_in["clocks"] == len(frames)
-    assert sum(1 for f, d in heard if d == [0xF8] and 0 <= f - base <= frames[-1]) == len(frames)
+    assert sum(1 for f, d in take["heard"] if d == [0xF8] and 0 <= f <= frames[-1]) == len(frames)

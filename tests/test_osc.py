@@ -62,6 +62,12 @@ class Client:
         self.sock.close()
 
 
+def _client_of(lh: LivehostRun) -> Client:
+    """A client of the port ``livehost run --osc-port 0`` took (it logs which)."""
+    listening = lh.wait_for("OSC control on udp://127.0.0.1:")["message"]
+    return Client(int(re.search(r"udp://127\.0\.0\.1:(\d+)", listening).group(1)))
+
+
 @pytest.fixture
 def logic_host(project):
     """A host playing examples/sequencer on the device-free ``logic`` runtime, with an OSC server."""
@@ -188,8 +194,7 @@ def test_under_livehost_run_a_kernel_that_raises_while_playing_is_one_log_line(p
     client = None
     try:
         lh.wait_for("Successfully initialized runtime: logic")
-        listening = lh.wait_for("OSC control on udp://127.0.0.1:")["message"]
-        client = Client(int(re.search(r"udp://127\.0\.0\.1:(\d+)", listening).group(1)))
+        client = _client_of(lh)
         for _ in range(3):
             client.send("/livehost/state/step", 1_000_000)  # the sequencer plays s.notes[s.step]
         lh.wait_for("A kernel raised IndexError: index is out of bounds while playing")
@@ -233,8 +238,7 @@ def test_an_osc_client_switches_the_runtime_and_sets_freq_hz_under_livehost_run(
     try:
         with Capture("osccap") as midi_cap:
             lh.wait_for("Successfully initialized runtime: audio")
-            listening = lh.wait_for("OSC control on udp://127.0.0.1:")["message"]
-            client = Client(int(re.search(r"udp://127\.0\.0\.1:(\d+)", listening).group(1)))
+            client = _client_of(lh)
             follow_livehost(cap, before)
             takes = [pitch_hz(take_clean(cap, 0.3)[0][:, 0])]
             client.send("/livehost/state/freq_hz", 660.0)
