@@ -561,10 +561,14 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
     print("plain sounddevice callback under GIL stress:", python)
 
     assert all(abs(r["freq_hz"] - 440.0) < 0.5 for r in ours), ours
-    # No more glitches than a C client shows under the same load (one attempt's worth of noise allowed).
-    assert sum(r["xruns"] > 0 for r in ours) <= sum(r["xruns"] > 0 for r in control) + 1, (ours, control)
-    assert sum(r["late_cycles"] for r in ours) <= sum(r["late_cycles"] for r in control) + 1, (ours, control)
+    # A callback that waited for the GIL stalls the graph for the hold (500 ms): the capture's longest
+    # gap between cycles says so in every attempt. A late wake-up of the non-real-time server is a
+    # gap of a few periods (11-23 ms in a CI run where two attempts here had xruns and the C
+    # client's none), so the xrun counts get two attempts' worth of noise beside the C client's.
+    assert all(r["max_gap_ms"] < 100.0 for r in ours), ours
+    assert sum(r["xruns"] > 0 for r in ours) <= sum(r["xruns"] > 0 for r in control) + 2, (ours, control)
     assert python["xruns"] >= 10 and python["late_cycles"] > 0, python  # the test can fail
+    assert python["max_gap_ms"] >= 400.0, python  # ... and the gap tells a GIL wait apart
 
 
 @pytest.mark.jack
