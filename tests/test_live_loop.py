@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import (CaptureProcess, LivehostRun, follow_livehost, pitch_hz, portaudio_ports,
-                     save, stuck_notes, take_clean, wait_for)
+from helpers import (XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, pitch_hz,
+                     portaudio_ports, save, stuck_notes, take_clean, wait_for)
 from jack_midi_capture import Capture
 
 pytestmark = pytest.mark.jack
@@ -59,6 +59,17 @@ def rig(tmp_path):
 
 
 # --- edits ---------------------------------------------------------------------
+
+
+def _longest_clear(k0: int, k1: int, xruns) -> tuple[int, int]:
+    """The longest part of samples *k0* to *k1* that no xrun (noticed at one of *xruns*) reached."""
+    best, start = (k0, k0), k0
+    for a, b in sorted((x - XRUN_BEFORE, x + XRUN_AFTER) for x in xruns):
+        end = min(a, k1)
+        if end - start > best[1] - best[0]:
+            best = (start, end)
+        start = max(start, b)
+    return (start, k1) if k1 - start > best[1] - best[0] else best
 
 
 def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_the_last_of_a_burst_plays(
@@ -192,13 +203,19 @@ def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_car
             runs.append([])
         runs[-1].append((f, note))
     assert len(runs) == 5, [len(r) for r in runs]
+    pitched = 0
     for a, b in zip(runs, runs[1:]):
         assert (b[0][1] - 60) % 24 == (a[-1][1] - 60 + 1) % 24, (a[-1], b[0])
         k0 = a[-1][0] - report["first_cycle_frame"] + RATE // 4  # the audio between the two runs
         k1 = b[0][0] - report["first_cycle_frame"] - RATE // 8
+        k0, k1 = _longest_clear(k0, k1, report["xrun_at"])  # an xrun glitches the capture, not livehost
+        if k1 - k0 < RATE // 10:
+            continue
         heard = pitch_hz(audio[k0:k1])
         expected = 440.0 * 2.0 ** ((a[-1][1] - 69) / 12.0)
         assert heard == pytest.approx(expected, rel=1e-3), (heard, expected)
+        pitched += 1
+    assert pitched >= 2, report["xrun_at"]  # of the four stretches of audio between the MIDI runs
     print(f"\nswitches: 5 round trips, {len(ons)} notes, notes per MIDI run {[len(r) for r in runs]}, "
           f"capture xruns {report['xruns']}")
 
