@@ -346,8 +346,8 @@ def _opening_heard(events: list[tuple[int, list[int]]], xruns: list[int], count:
 
 
 def _until_heard(scenario):
-    """``scenario(attempt)`` until it returns something (None: the capture client hung, or the
-    server reported an xrun while it listened), at most ATTEMPTS times."""
+    """``scenario(attempt)`` until it returns something (None: the capture client hung, or an
+    xrun of the server touched the opening it judges), at most ATTEMPTS times."""
     for attempt in range(ATTEMPTS):
         run = scenario(attempt)
         if run is not None:
