@@ -30,7 +30,7 @@ SAMPLE_RATE = 48000
 RECOVERY_S = 2.0  # the issue's bound: playing again within 2 s of the server's return
 EXIT_S = 2.0  # ... and `livehost run` gone within 2 s of SIGTERM or Ctrl-C, whatever state it is in
 START_S = 60.0  # generous: a first start compiles the patch
-CAPTURE_S = 0.3  # audio recorded per take
+CAPTURE_S = 1.0  # audio recorded per take (at least half of it clear of xruns: see _record)
 ATTEMPTS = 3  # a capture client that hangs in the JACK server (see PrivateJack.hung) or meets xruns: replaced this often
 LOST = "the JACK server went away"
 BACK = "JACK is back"
@@ -204,8 +204,16 @@ def counter_project(project):
     return proj
 
 
-def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray, float]:
-    """Record livehost's two PortAudio outputs; return the frames and when they were connected."""
+def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray, float, list[int]]:
+    """Record livehost's two PortAudio outputs; return the frames, when they were connected, and where
+    the server's xruns were noticed (the take's frame counts).
+
+    A client late in a cycle (the capture's Python callback, now and then, on
+    this non-real-time server; most often as clients join a server just
+    started) glitches the frames near it through no fault of livehost's:
+    those are left out of the judgement (:func:`_counted`), and a take is
+    played again only when they are more than half of it.
+    """
     for attempt in range(ATTEMPTS):
         cap = CaptureProcess(2, tmp_path)
         try:
@@ -217,31 +225,35 @@ def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray,
             time.sleep(CAPTURE_S)
             path = tmp_path / f"{take}{attempt}.npy"
             report = cap.cmd(f"stop {path}")
-            if report["cycles"] and report["xruns"]:
-                # a client late (the capture's Python callback, now and then, on this non-real-time server):
-                # frames lost through no fault of livehost's
-                print(f"\n(the server reported {report['xruns']} xrun(s) during the take: another one, "
-                      f"attempt {attempt + 2})")
+            xruns = report["xrun_at"]
+            if xruns:
+                print(f"\n(xruns noticed at frames {xruns} of the take)")
+            if report["cycles"] and clear_of(np.arange(0, report["frames"], 64), xruns).mean() < 0.5:
+                print(f"\n(xruns reached most of the take: another one, attempt {attempt + 2})")
                 continue
             if report["cycles"] or not server.hung(cap.info["client"]):
-                return np.load(path), connected
+                return np.load(path), connected, xruns
             print(f"\n(the capture client hung in the JACK server: another one, attempt {attempt + 2})")
         finally:
             cap.close()
     pytest.fail(f"the capture client hung or met xruns in the JACK server {ATTEMPTS} times")
 
 
-def _counted(x: np.ndarray) -> np.ndarray:
-    """The frame counter of each recorded frame, from where livehost's sound starts."""
+def _counted(x: np.ndarray, xruns: list[int]) -> np.ndarray:
+    """The frame counter of each recorded frame no xrun reached, from where livehost's sound starts
+    (every frame a :func:`_record` take's *xruns* left clear is judged)."""
     start = int(np.argmax(x[:, 1] != 0))
-    assert start <= 2 * 256  # playing when connected (the connection takes effect at the next cycle)
+    # playing when connected (the connection takes effect at the next cycle)
+    assert start <= 2 * 256 or touched(0, start, xruns), (start, xruns)
+    clear = clear_of(np.arange(start, len(x)), xruns)
+    assert clear.sum() > SAMPLE_RATE * CAPTURE_S / 2, xruns
     x = x[start:]
     frames = np.round(x[:, 1].astype(np.float64) * 2**24).astype(np.int64)
-    assert len(frames) > SAMPLE_RATE * CAPTURE_S / 2
-    assert (np.diff(frames) == 1).all(), "the counter skipped or repeated frames"
+    neighbours = clear[:-1] & clear[1:]  # frames next to each other, both clear
+    assert (np.diff(frames)[neighbours] == 1).all(), "the counter skipped or repeated frames"
     expected = 0.2 * np.sin((2 * np.pi * 440.0 / SAMPLE_RATE * frames) % (2 * np.pi))
-    np.testing.assert_allclose(x[:, 0], expected, atol=1e-5)  # the sine's phase goes with the counter
-    return frames
+    np.testing.assert_allclose(x[clear, 0], expected[clear], atol=1e-5)  # the sine's phase goes with the counter
+    return frames[clear]
 
 
 def test_audio_resumes_with_its_state_after_the_jack_server_is_killed_and_restarted(
@@ -250,17 +262,17 @@ def test_audio_resumes_with_its_state_after_the_jack_server_is_killed_and_restar
     lh = livehost(counter_project, "audio", jack_server)
     lh.wait_for("Successfully initialized runtime: audio")
     time.sleep(2.0)  # the counter gets well past what plays after the restart before the capture listens
-    before, _ = _record(jack_server, tmp_path, "before")
+    before, _, xruns_before = _record(jack_server, tmp_path, "before")
     jack_server.kill()
     lh.wait_for(LOST)
     restarted = jack_server.start()
-    after, connected = _record(jack_server, tmp_path, "after")  # a capture started once the server is up
+    after, connected, xruns_after = _record(jack_server, tmp_path, "after")  # a capture started once the server is up
     heard = connected - restarted
     resumed = lh.wait_for(BACK)["time"] - restarted
     assert "PortAudio:out_0\n   system:playback_1" in jack_server.ports()  # connected to the device by name
     stop_s = lh.terminate()
 
-    last_before, first_after = _counted(before)[-1], _counted(after)[0]
+    last_before, first_after = _counted(before, xruns_before)[-1], _counted(after, xruns_after)[0]
     print(f"\naudio: resumed {resumed:.2f} s after the restart, heard by a capture started after it "
           f"{heard:.2f} s after it; frames {last_before} -> {first_after}; exit {stop_s:.2f} s after SIGTERM")
     assert first_after > last_before  # carried on, not from the patch's defaults (0)
@@ -275,10 +287,10 @@ def test_audio_waits_for_a_server_that_starts_after_it(jack_server, livehost, co
     time.sleep(max(0.0, waiting["time"] + 3.0 - time.time()))  # the server starts 3 s later
     restarted = jack_server.start()
     resumed = lh.wait_for(BACK)["time"] - restarted
-    x, _ = _record(jack_server, tmp_path, "take")
+    x, _, xruns = _record(jack_server, tmp_path, "take")
     lh.terminate()
     print(f"\naudio: playing {resumed:.2f} s after the server started")
-    _counted(x)  # the sine, with its counter
+    _counted(x, xruns)  # the sine, with its counter
     assert resumed <= RECOVERY_S
     assert not lh.messages("Failed to initialize")
 
@@ -340,14 +352,40 @@ def _clocks(events: list[tuple[int, list[int]]]) -> int:
     return int(round((frames[-1] - frames[0]) / np.median(np.diff(frames)))) + 1
 
 
-def _opening_heard(events: list[tuple[int, list[int]]], xruns: list[int], count: int) -> bool:
-    """Whether the first *count* events were heard clear of xruns (the scenario's judged moment)."""
-    return len(events) >= count and clear_of([f for f, _ in events[:count]], xruns).all()
+def _started(data: list[list[int]]) -> bool:
+    """Whether a take opens as a clock that starts does: Start, a clock byte, and step 0's NoteOn."""
+    notes = [d for d in data if d[0] & 0xF0 == 0x90]
+    return data[:2] == [[START], [CLOCK]] and bool(notes) and notes[0][2] == 1
+
+
+def _continued(data: list[list[int]]) -> bool:
+    """Whether a take opens as a clock that goes on does: Stop, Song Position, Continue, and the NoteOn
+    of the step at that position (or the next)."""
+    notes = [d for d in data if d[0] & 0xF0 == 0x90]
+    if len(data) < 3 or data[0] != [STOP] or data[1][0] != SONG_POSITION or data[2] != [CONTINUE] or not notes:
+        return False
+    sixteenths = data[1][1] | data[1][2] << 7
+    return notes[0][2] - 1 in (sixteenths, sixteenths + 1)
+
+
+def _judged(events: list[tuple[int, list[int]]], xruns: list[int], hung: bool, opening) -> bool:
+    """Whether to judge a take: yes when ``opening(data)`` holds; when it does not, only if no xrun
+    reached the opening (its events up to the first NoteOn), so its assertions fail on what was played.
+
+    A server just started often has an xrun as clients join it: one that took
+    the opening is the server's fault, and the scenario is played again.
+    """
+    if not events:
+        return not hung and not xruns
+    if opening([d for _, d in events]):
+        return True
+    head = next((k for k, (_, d) in enumerate(events) if d[0] & 0xF0 == 0x90), 2) + 1
+    return bool(clear_of([f for f, _ in events[:head]], xruns).all())
 
 
 def _until_heard(scenario):
     """``scenario(attempt)`` until it returns something (None: the capture client hung, or an
-    xrun of the server touched the opening it judges), at most ATTEMPTS times."""
+    xrun of the server took the opening it judges), at most ATTEMPTS times."""
     for attempt in range(ATTEMPTS):
         run = scenario(attempt)
         if run is not None:
@@ -363,8 +401,8 @@ def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
         wait_for(lambda: "livehost:out\n   fltcap:in" in server.ports(), START_S, 0.1)
         time.sleep(1.0)  # a few steps
         before = cap.stop()
-    if not before and server.hung("fltcap") or not _opening_heard(before, cap.xrun_frames, 3):
-        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) touched the "
+    if not _judged(before, cap.xrun_frames, server.hung("fltcap"), _started):
+        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) took the "
               "opening: the scenario again)")
         lh.terminate()
         return None
@@ -379,8 +417,8 @@ def _midi_restart(server: PrivateJack, livehost, project: Path) -> dict | None:
         time.sleep(1.0)
         stop_s = lh.terminate()  # its last notes end and Stop arrives before the capture stops
         events = cap.stop()
-    if not events and server.hung("fltcap") or not _opening_heard(events, cap.xrun_frames, 3):
-        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) touched the "
+    if not _judged(events, cap.xrun_frames, server.hung("fltcap"), _continued):
+        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) took the "
               "opening: the scenario again)")
         return None
     return {"lh": lh, "before": before, "events": events, "resumed": resumed, "server_up": server_up,
@@ -427,8 +465,8 @@ def _midi_late_server(server: PrivateJack, livehost, project: Path) -> tuple[lis
         time.sleep(1.0)
         lh.terminate()
         events = cap.stop()
-    if not events and server.hung("fltcap") or not _opening_heard(events, cap.xrun_frames, 3):
-        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) touched the "
+    if not _judged(events, cap.xrun_frames, server.hung("fltcap"), _started):
+        print(f"\n(the capture client hung in the JACK server, or an xrun (of {cap.xruns}) took the "
               "opening: the scenario again)")
         server.stop()
         return None
