@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import threading
 import time
 import weakref
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, write_json_atomic
-from compiler_bridge.config import SWAP_ON
+from compiler_bridge.config import SWAP_ON, swap_every_beats
 from compiler_bridge.errors import CompiledConfigError, HostError
 from compiler_bridge.program import Program, on_disk, read_compiled
 from compiler_bridge.state import load_snapshot, save_snapshot
@@ -37,6 +38,9 @@ SNAPSHOT_NAME = "state.npz"
 PREVIOUS_NAME = "previous.json"  # the compiled config that played before the one playing now
 FAULT_POLL_S = 0.1  # how often the engine's watchdog is asked what it did
 COUNTS_POLL_S = 0.5  # how often the engine's fault counters are read
+# a runtime switch on a beat or bar: the old runtime is closed this long before it (closing it and
+# opening the new one took 50-120 ms in bench/edit_to_sound), the new one starts on it
+SWITCH_LEAD_S = 0.3
 COUNTS_LOG_EVERY_S = 5.0  # a counter that keeps growing is logged again at most this often
 # Engine counters logged when they grow while playing, with what each means.
 FAULT_COUNTERS = (("nan_blocks", "blocks with NaN/inf output (played as silence)"),
@@ -459,22 +463,51 @@ class Host:
         if self.runtime is None:
             self._create(entry, settings, program, self._initial_state(program))
             return
+        at_beat = None
+        every = swap_every_beats(program.config)
+        if every > 0:  # swap_on = "beat" or "bar": the new runtime comes in on the transport's next one
+            at_beat = self._until_switch(every)
+            if at_beat is None or self.runtime is None:  # closing meanwhile
+                return
         old = self.runtime
         self._destroy(save=False)
         old_program, old_state = old.snapshot()  # after close: the state of the last block or tick played
         previous = (self.registry.get(old.id), self.settings, old_program, old_state)
         state = program.layout.carry(old_program.layout, old_state)
-        if self._create(entry, settings, program, state):
+        if self._create(entry, settings, program, state, at_beat):
             return
         prev_entry, prev_settings, prev_program, prev_state = previous
         log.warning("Restoring runtime: %s", prev_entry.id)
         self.transport.set_tempo(old_tempo_bpm)
         self._create(prev_entry, prev_settings, prev_program, prev_state)
 
-    def _create(self, entry: RegistryEntry, settings: dict[str, Any], program: Program, state: np.ndarray) -> bool:
+    def _until_switch(self, every: float) -> float | None:
+        """Wait, letting go of the lock meanwhile, until SWITCH_LEAD_S before the transport's next
+        multiple of *every* beats that is at least that far away; return that beat (None: closing).
+
+        The old runtime plays until then; what is left of the lead covers
+        closing it and opening the new one, whose first block or tick is
+        placed on that beat.
+        """
+        now_ns = self.clock.now_ns()
+        lead_beats = SWITCH_LEAD_S * self.transport.tempo_bpm / 60.0
+        beat = math.ceil((self.transport.beat_at(now_ns) + lead_beats) / every) * every
+        wait_s = (self.transport.time_at(beat) - now_ns) / 1e9 - SWITCH_LEAD_S
+        log.info("Switching runtimes on beat %g (in %.2f s)", beat, wait_s + SWITCH_LEAD_S)
+        self._lock.release()
+        try:
+            with self._slot_cond:
+                closing = self._slot_cond.wait_for(lambda: self._closing, max(wait_s, 0.0))
+        finally:
+            self._lock.acquire()
+        return None if closing else beat
+
+    def _create(self, entry: RegistryEntry, settings: dict[str, Any], program: Program, state: np.ndarray,
+                at_beat: float | None = None) -> bool:
         runtime = None
         try:
             runtime = entry.factory(settings, transport=self.transport, clock=self.clock)
+            runtime.start_at_beat = at_beat
             if self._link is not None:  # on the session's timeline from its first block or tick
                 runtime.follow_link(*self._link.timeline()[:4], self._link.quantum)
             if self.unclean_start:  # notes the last run left on in external gear are ended first

@@ -59,6 +59,9 @@ class BaseRuntime:
 
     id = "base"
     panic_on_start = False  # set before start(): end notes a previous run may have left on (MIDI out)
+    # set before start(): the first block or tick lands on this transport beat (at once when it has
+    # passed); the audio engine and the JACK MIDI path place it at the exact frame
+    start_at_beat: float | None = None
 
     def __init__(self, settings: dict[str, Any], *, transport: Transport | None = None,
                  clock: Clock | None = None) -> None:

@@ -41,7 +41,7 @@ class LogicRuntime(BaseRuntime):
         self.engine = MidiEngine(settings, NOMINAL_SAMPLE_RATE, self.transport.tempo_bpm)
         self.engine.first(program, state, settings)
         self._ticked = TickedEngine(self.engine, self.transport, self.clock, self._record, name="livehost-logic")
-        self._ticked.start()
+        self._ticked.start(self.start_at_beat)
 
     def _record(self, tick: int, messages: list[tuple[int, ...]]) -> None:
         for data in messages:

@@ -67,6 +67,13 @@ XRUN_BEFORE = 14400  # frames (0.3 s at 48 kHz) before a notice's arrival that i
 XRUN_AFTER = 2400  # ... and after it
 
 
+def jack_frame_of(report: dict, k: int) -> int:
+    """JACK's frame time of frame *k* of an audio capture's take (its report's ``jumps``: a cycle
+    the capture missed leaves a gap in JACK's frames, not in the take's)."""
+    take, jack = next((t, j) for t, j in reversed(report["jumps"]) if t <= k)
+    return jack + k - take
+
+
 def clear_of(frames, xrun_frames: Sequence[int]) -> np.ndarray:
     """For each of *frames*: True when no xrun (noticed at one of *xrun_frames*) can have touched it."""
     f = np.asarray(frames, np.int64).reshape(-1, 1)

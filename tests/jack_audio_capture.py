@@ -19,7 +19,9 @@ Protocol: one command per line on stdin, one JSON object per line on stdout.
 * ``start``               -> clears counters, starts recording; ``{"ok": true}``
 * ``stop PATH``           -> stops, saves the samples (frames x N float32 .npy)
   to PATH; ``{"frames", "cycles", "xruns", "late_cycles", "max_gap_ms", "first_cycle_time",
-  "first_cycle_frame", "xrun_at"}`` (``xrun_at``: the take's frame count when each xrun notice
+  "first_cycle_frame", "xrun_at", "jumps"}`` (``jumps``: ``[take frame, JACK frame]`` where the
+  take starts and wherever JACK's frame time did not go on from the cycle before, a cycle the
+  capture missed; ``xrun_at``: the take's frame count when each xrun notice
   arrived or each late cycle began) (``time.time()`` when the first recorded cycle began:
   frame *k* of the take was played about *k* / rate seconds later; and that
   cycle's JACK frame time, the clock of the MIDI capture's frames)
@@ -84,6 +86,8 @@ class Capture:
         self.max_gap_s = 0.0
         self.last_cycle_s = None
         self.first_cycle_time = self.first_cycle_frame = None
+        self.jumps: list[list[int]] = []
+        self.next_frame = None  # JACK's frame time the next cycle should have
 
     def _process(self, frames: int) -> None:
         now = time.monotonic()
@@ -103,6 +107,10 @@ class Capture:
                 self.late_cycles += 1
                 self.xrun_at.append(self.frames)
         self.last_cycle_s = now
+        frame_time = self.client.last_frame_time
+        if frame_time != self.next_frame:
+            self.jumps.append([self.frames, frame_time])
+        self.next_frame = (frame_time + n) & 0xFFFFFFFF
         self.cycles += 1
         room = min(n, self.buffer.shape[0] - self.frames)
         for c, port in enumerate(self.inputs):
@@ -118,7 +126,7 @@ class Capture:
         return {"frames": self.frames, "cycles": self.cycles, "xruns": self.xruns,
                 "late_cycles": self.late_cycles, "max_gap_ms": round(self.max_gap_s * 1e3, 3),
                 "first_cycle_time": self.first_cycle_time, "first_cycle_frame": self.first_cycle_frame,
-                "xrun_at": sorted(self.xrun_at)}
+                "xrun_at": sorted(self.xrun_at), "jumps": self.jumps}
 
 
 def main() -> None:

@@ -378,6 +378,24 @@ def test_kernel_sees_the_transport_beat_and_tempo(tmp_path):
     assert 7.999 <= first <= out[0, 0] * 100.0 < 8.0 + 90.0 / 60.0  # beats advance at the tempo from the anchor
 
 
+@pytest.mark.parametrize("gate_beat", [1.0, None])  # the control: no gate, the first block plays
+def test_a_start_on_a_beat_plays_silence_until_the_exact_frame_of_that_beat(dc_programs, gate_beat):
+    rate, block = 48000, 256
+    engine = NativeEngine(float(rate), 0, 1, block, crossfade_ms=1.0)
+    engine.set_transport(120.0, 0.0, 0)  # beat 0 at t = 0: beat 1 at 0.5 s, frame 24000
+    if gate_beat is not None:
+        engine.start_on_beat(gate_beat)
+    program = dc_programs[0.25]
+    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    out = np.zeros((100 * block, 1), np.float32)
+    for k in range(100):
+        engine.render(out[k * block:(k + 1) * block], k * block * 1_000_000_000 // rate)
+    first = int(np.argmax(out[:, 0] != 0.0))
+    assert first == (24000 if gate_beat is not None else 0)
+    assert out[first + 48:, 0] == pytest.approx(0.25)  # faded in over 1 ms, then the program's level
+    assert engine.acked("swap", 1)
+
+
 # --- through PortAudio and JACK --------------------------------------------------------
 
 

@@ -9,14 +9,15 @@ their frames), never how long something took.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import (XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, pitch_hz,
-                     portaudio_ports, save, stuck_notes, take_clean, wait_for)
+from helpers import (XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, jack_frame_of,
+                     pitch_hz, portaudio_ports, save, stuck_notes, take_clean, wait_for)
 from jack_midi_capture import Capture
 
 pytestmark = pytest.mark.jack
@@ -181,9 +182,6 @@ def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_car
     assert len(compiled) == 11 and all("build served" in m["message"] for m in compiled[1:])  # nothing recompiled
 
     audio = x[:, 0]
-    loud_blocks = np.flatnonzero(np.abs(audio).reshape(-1, 256).max(axis=1) > 1e-3)
-    print("DEBUG loud blocks", loud_blocks[:5], loud_blocks[-5:], len(audio) // 256, report,
-          [f - report["first_cycle_frame"] for f, d in events[:3]], [f - report["first_cycle_frame"] for f, d in events[-3:]])
     data = [d for _, d in events]
     assert stuck_notes(data) == set()  # every NoteOn has its NoteOff
     # no clock byte while audio above -60 dBFS sounds (the block around each byte, on JACK's frame clock)
@@ -290,6 +288,85 @@ def test_with_swap_on_bar_a_save_takes_over_at_the_bar_frame(tmp_path, rig):
     print(f"\nswap_on bar: (frame, bar position before, at) {landed}; swap_on block: {control}")
     assert all(_on_the_bar(*take, d) for take in landed)
     assert not _on_the_bar(*control, d)  # off the bar: the check can fail
+
+
+SWITCH_BAR_PATCH = '''\
+from compiler_bridge.api import note_off, note_on
+
+
+class State:
+    step = 0
+
+
+def audio(s, ctx, inp, out):
+    d = ctx.tempo_bpm / 60.0 / ctx.sample_rate
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.1
+        out[i, 1] = ((ctx.beat + i * d) % 4.0) / 4.0  # where in its bar this frame is (0 to 1)
+
+
+def midi(s, ctx, ev):
+    if ctx.tick % 6 == 0:
+        s.step += 1
+        note_on(ev, 60 + s.step % 24, 90)
+    elif ctx.tick % 6 == 3:
+        note_off(ev, 60 + s.step % 24)
+'''
+
+SWITCH_BAR_TOML = (SWITCH_TOML.replace("tempo_bpm = 240.0\n", 'tempo_bpm = 240.0\nswap_on = "bar"\nbeats_per_bar = 4\n')
+                   .replace('runtime = "audio"\n', 'runtime = "audio"\ncrossfade_ms = 0.0\n'))  # exact levels
+
+
+def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
+    """Frames from JACK frame *frame* to the nearest bar start, by the bar *position* (0 to 1)
+    the audio played at the last frame of the take's *position* (a bar lasts RATE frames at 240 BPM)."""
+    ref = len(position) - 1
+    bar = jack_frame_of(report, ref) - position[ref] * RATE  # JACK's frame where that frame's bar began
+    bar += round((frame - bar) / RATE) * RATE  # ... and the one nearest *frame*
+    return float(frame - bar)
+
+
+def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_path, rig):
+    proj = tmp_path / "switchbar"
+    proj.mkdir()
+    (proj / "patch.py").write_text(SWITCH_BAR_PATCH)
+    (proj / "livehost.toml").write_text(SWITCH_BAR_TOML.format(selected=0))
+    with Capture("llcap") as midi_cap:
+        lh, cap = rig(proj)
+        cap.start()
+        time.sleep(0.5)
+        save(proj / "livehost.toml", SWITCH_BAR_TOML.format(selected=1))
+        lh.wait_for(PLAYING + "midi", timeout_s=30)
+        time.sleep(0.5)
+        save(proj / "livehost.toml", SWITCH_BAR_TOML.format(selected=0))
+        lh.wait_for(PLAYING + "audio", timeout_s=30, count=2)
+        time.sleep(0.3)
+        x, report = cap.stop_all()
+        lh.terminate()
+        events = midi_cap.stop()
+    assert len(lh.messages("Switching runtimes on beat")) == 2
+    # the audio's beat is its beat at the device: PortAudio's output latency after the capture hears it
+    latency_ms = float(re.search(r"output latency ([0-9.]+) ms", lh.messages("output latency")[0]["message"])[1])
+    level, position = x[:, 0], x[:, 1].astype(np.float64)
+    playing = level != 0.0
+    starts = np.flatnonzero(np.diff(playing.astype(np.int8)) == 1) + 1  # where the audio came in
+    ends = np.flatnonzero(np.diff(playing.astype(np.int8)) == -1) + 1  # ... and where it went
+    ends = ends[ends > np.argmax(playing)]
+    assert len(ends) >= 1, (ends, starts, report["xrun_at"])
+    first_midi = events[0][0]  # Start, on JACK's frames
+    assert events[0][1] == [0xFA] and [0xF8] in [d for f, d in events if f == first_midi]
+    to_midi = _bar_offset(report, position[:ends[0]], first_midi) - latency_ms * RATE / 1e3
+    back = next(k for k in starts if jack_frame_of(report, k) > first_midi)  # the audio back after MIDI
+    gap_ms = (first_midi - jack_frame_of(report, ends[0])) / RATE * 1e3
+    print(f"\nswitch on the bar: audio ended {gap_ms:.1f} ms before the bar; "
+          f"MIDI Start {to_midi:+.1f} frames from the bar (audio latency {latency_ms:.2f} ms taken off); "
+          f"audio back at bar position {position[back]:.6f} "
+          f"(frame {back}), capture xruns {report['xrun_at']}")
+    # within 2 ms of the bar the audio was playing: the MIDI engine places Start at the exact frame
+    # (test_midi), the audio engine's blocks take their beat from when the callback woke
+    assert abs(to_midi) <= 96
+    assert position[back] * 4.0 < 240.0 / 60.0 / RATE + 1e-5  # the audio came back on a bar's first frame
+    assert stuck_notes(d for _, d in events) == set()
 
 
 # --- what a performer reads --------------------------------------------------------

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from compiler_bridge.settings import MIDI
 from helpers import stuck_notes, wait_for
 from jack_midi_capture import Capture
 from runtimes.base import RuntimeInitError
+from runtimes.clock import Transport
 from runtimes.midi import MidiRuntime
 
 pytestmark = pytest.mark.jack
@@ -160,7 +162,9 @@ def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
     from runtimes.logic import LogicRuntime
 
     def scenario(cap):
-        midi = _runtime(connect_to="cap:in", tempo_bpm=600.0)
+        # 60 BPM: a note sounds for 3 ticks, 125 ms, for close() to land in (at 600 BPM, 12.5 ms
+        # were less than a loaded machine's poll, wake-up and JACK cycle: every take missed it)
+        midi = _runtime(connect_to="cap:in", tempo_bpm=60.0)
         midi.start(programs["sequencer"], programs["sequencer"].new_state())
         wait_for(lambda: midi.stats()["notes_on"] == 1 and midi.stats()["ticks"] > 20)
         midi.close()  # what the host does before creating the next runtime, then it takes the state
@@ -170,8 +174,8 @@ def test_runtime_switch_mid_note_ends_it_and_carries_state(programs):
         logic.close()
         return state
 
-    # The note may end on its own between the wait above and close() (a tick every 4 ms): such a
-    # take tests nothing of a switch mid-note, and is played again.
+    # The note may end on its own between the wait above and close(): such a take tests nothing
+    # of a switch mid-note, and is played again.
     for attempt in range(TAKES):
         events, state = _clean_take(scenario)
         release_frame = next(f for f, d in events if d == [0xB9, 123, 0])  # the close's notes-off, in one cycle
@@ -269,6 +273,42 @@ def test_tempo_change_changes_spacing_at_the_next_tick_without_losing_one(progra
     assert before - 1 <= switch <= after, (before, switch, after)
     assert len(_clock_frames(events)) == stats["ticks"]  # no tick lost or doubled
     assert rt.transport.tempo_bpm == 300.0
+
+
+def _transport_beat(cap: Capture, transport: Transport, frame: int) -> float:
+    """The transport's beat at JACK frame *frame* (JACK's clock is CLOCK_MONOTONIC_RAW on Linux)."""
+    (jack_us,) = cap.usecs([frame])
+    before = time.monotonic_ns()
+    raw_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+    mono_ns = (before + time.monotonic_ns()) // 2
+    return transport.beat_at(jack_us * 1000 + mono_ns - raw_ns)
+
+
+@pytest.mark.parametrize("ahead", [3.0, -3.0])  # the control: a beat that passed plays at once
+def test_started_on_a_beat_start_and_the_first_clock_come_at_the_frame_of_that_beat(programs, ahead):
+    transport = Transport(600.0)  # a beat every 100 ms, a tick every 200 frames
+
+    def scenario(cap):
+        rt = MidiRuntime(MIDI.resolve({"channel": 10, "connect_to": "cap:in", "tempo_bpm": 600.0}),
+                         transport=transport)
+        asked = rt.start_at_beat = float(np.ceil(transport.beat_at(time.monotonic_ns()) + ahead))
+        rt.start(programs["sequencer"], programs["sequencer"].new_state())
+        _wait_ticks(rt, 30)
+        origin = rt.engine.get("beat_origin")
+        rt.close()
+        return asked, origin
+
+    events, (asked, origin) = _clean_take(scenario)
+    assert events[0][1] == START and events[1] == (events[0][0], CLOCK)
+    with Capture("conv") as conv:  # (any client of the server converts its frames)
+        started = _transport_beat(conv, transport, events[0][0])
+    print(f"\nasked for beat {asked}: Start at beat {started:.5f} ({(started - asked) * 100:+.3f} ms)")
+    if ahead > 0:
+        assert abs(started - asked) * 60e3 / 600.0 <= 1.0  # ms: within 1 ms of the beat
+        assert origin == asked  # the kernels' ctx.beat goes on from it
+    else:
+        assert started > asked + 1.0 and origin == 0.0
+    assert set(np.diff(_clock_frames(events)).tolist()) == {200}
 
 
 def test_cc_into_the_input_port_changes_the_state_field(programs):

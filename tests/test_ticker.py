@@ -114,3 +114,23 @@ def test_logic_runtime_swaps_at_a_tick_boundary_keeping_state(project):
     notes = [n for _, n, _ in ons]
     assert notes == [[36, 38, 42, 38][k % 4] for k in range(len(notes))]
     assert runtime.stats()["swaps"] == 1
+
+
+@pytest.mark.parametrize("at_beat, first_beat", [(8.0, 8.0), (2.0, 16 / 3)])  # the control: a beat passed
+def test_a_logic_runtime_started_on_a_beat_plays_its_first_tick_on_it(project, at_beat, first_beat):
+    program = Program.from_compiled(compile_project(project("sequencer")))
+    clock = VirtualClock()
+    transport = Transport(120.0, clock)
+    clock.sleep_until_ns(transport.time_at(5.3))  # mid-beat: the next tick is on beat 5 + 8/24
+    runtime = LogicRuntime({"ppqn": 24, "channel": 10}, transport=transport, clock=clock)
+    runtime.start_at_beat = at_beat
+    with runtime:
+        runtime.start(program, program.new_state())
+        while runtime.stats()["ticks"] < 30:
+            threading.Event().wait(0.005)
+        first_tick_ns = runtime._ticked.loop.deadline_ns(0)
+    assert first_tick_ns == transport.time_at(first_beat)
+    assert runtime.engine.get("beat_origin") == pytest.approx(first_beat)  # the kernels' ctx.beat of tick 0
+    assert [e for e in runtime.events if e[0] < 24] == [
+        (t, 0x99 if kind == "note_on" else 0x89, note, 100 if kind == "note_on" else 64)
+        for t, kind, note in expected_sequencer_events(24)]  # the pattern from its first step

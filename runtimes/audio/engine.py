@@ -94,6 +94,8 @@ SLOTS_DTYPE = np.dtype(
         ("swap_tag", "i8"),  # the new program's layout tag (state writes addressed to it wait for it)
         ("swap_src_tag", "i8"),  # the layout the carry table reads from: no carry from another
         ("swap_every", "f8"),  # beats: the swap takes over on the transport's next multiple of it; 0: next block
+        ("start_beat", "f8"),  # with start_gate: the first program waits for the frame of this transport beat
+        ("start_gate", "i8"),
         # the program to fall back to if the new one faults (the one playing when the swap was asked)
         ("swap_fb_seq", "i8"), ("swap_fb_kernel", "i8"), ("swap_fb_state", "i8"), ("swap_fb_bytes", "i8"),
         ("swap_fb_tag", "i8"),
@@ -289,19 +291,29 @@ def _beat_at(s, at_ns):
     return s.transport[row, 1] + (at_ns - s.transport[row, 2]) * tempo_bpm / 60e9, tempo_bpm
 
 
+FRAME_EPS = 1e-6  # frames: rounding noise of the beat arithmetic, not a frame later
+
+
 @_jit
 def _frames_to_swap(s, start_ns):
     """Frames from this callback's start to the frame where the pending swap takes over.
 
     That is the first frame whose beat reaches the next multiple of
-    ``swap_every`` beats (0: at once; also when nothing plays yet).
+    ``swap_every`` beats (0: at once; also when nothing plays yet). The
+    first program of a gated start waits for the frame of ``start_beat``
+    instead (at once when that has passed).
     """
+    if s.newest < 0:
+        if s.start_gate == 0:
+            return 0
+        beat, tempo_bpm = _beat_at(s, start_ns)
+        return max(np.int64(np.ceil((s.start_beat - beat) * 60.0 * s.sample_rate / tempo_bpm - FRAME_EPS)), 0)
     every = s.swap_every
-    if every <= 0.0 or s.newest < 0:
+    if every <= 0.0:
         return 0
     beat, tempo_bpm = _beat_at(s, start_ns)
     boundary = np.ceil(beat / every) * every
-    return max(np.int64(np.ceil((boundary - beat) * 60.0 * s.sample_rate / tempo_bpm)), 0)
+    return max(np.int64(np.ceil((boundary - beat) * 60.0 * s.sample_rate / tempo_bpm - FRAME_EPS)), 0)
 
 
 @_jit
@@ -607,6 +619,13 @@ class NativeEngine:
         release_fence()  # every field of the request is stored before its sequence number
         s[field] = seq
         return seq
+
+    def start_on_beat(self, beat: float) -> None:
+        """Before the first request: the first program starts at the exact frame where the
+        transport reaches *beat* (silence until then), or at once when that has passed."""
+        s = self.slots[0]
+        s["start_beat"] = beat
+        s["start_gate"] = 1
 
     def request_swap(self, program: Program, state: np.ndarray, table: np.ndarray, every_beats: float = 0.0) -> int:
         """Ask for *program* playing *state* from the next block; return the seq to wait for.

@@ -352,7 +352,9 @@ class AudioRuntime(BaseRuntime):
             _PORTAUDIO.look_again()  # a JACK server started after PortAudio looked, for one
             sd = _PORTAUDIO.get()
         config = resolve_stream(self.settings, sd, hostapi)
-        engine, seq = self._engine, None
+        engine, seq, gate_s = self._engine, None, 0.0
+        if engine is None and self.start_at_beat is not None:  # the first program waits for its beat
+            gate_s = max(self.transport.time_at(self.start_at_beat) - self.transport.clock.now_ns(), 0) / 1e9
         if engine is None or _shape(config) != _shape(self.config):
             engine, seq = self._new_engine(config)
         stream = _Stream(sd, config, engine, _PORTAUDIO.generation)
@@ -363,7 +365,7 @@ class AudioRuntime(BaseRuntime):
         try:
             stream.start()
             if seq is not None:
-                answered = self._answered(stream, lambda: engine.acked("swap", seq), poll_s)
+                answered = self._answered(stream, lambda: engine.acked("swap", seq), poll_s, extra_s=gate_s)
             else:  # the same engine goes on where it stopped
                 calls = int(engine.slots[0]["callbacks"])
                 answered = self._answered(stream, lambda: engine.slots[0]["callbacks"] > calls, poll_s)
@@ -374,12 +376,18 @@ class AudioRuntime(BaseRuntime):
             self._release(stream, engine)
             raise
         self.config, self._engine, self._stream, self._poll_s, self._held = config, engine, stream, poll_s, None
+        self.start_at_beat = None  # (a stream opened again later plays at once)
+        log.info("audio: playing at %g Hz, %s frames per block, output latency %.2f ms (the kernels' beat is "
+                 "that far ahead of the callback)", config.sample_rate, config.block_frames or "any",
+                 self._latency_ns / 1e6)
 
     def _new_engine(self, config: StreamConfig) -> tuple[NativeEngine, int]:
         """An engine for *config*, asked to play the held program (or the last engine's) from its state."""
         engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
                               config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]))
         self._publish_transport(engine)
+        if self._engine is None and self.start_at_beat is not None:
+            engine.start_on_beat(self.start_at_beat)
         program, state = self._held if self._engine is None else self._engine.newest()
         seq = engine.request_swap(program, np.ascontiguousarray(state).copy(), np.zeros((0, 3), np.int64))
         return engine, seq
@@ -562,6 +570,7 @@ class AudioRuntime(BaseRuntime):
         block_ns_total = d_frames * 1e9 / self.config.sample_rate
         stats["load"] = d_kernel / block_ns_total if block_ns_total else 0.0
         stats["sample_rate"] = self.config.sample_rate
+        stats["output_latency_ms"] = self._latency_ns / 1e6
         return stats
 
     # --- helpers ---

@@ -120,6 +120,9 @@ SLOTS_DTYPE = np.dtype(
         ("link_tempo", "f8"), ("link_beat", "f8"), ("link_time_us", "f8"),
         ("link_quantum", "f8"), ("link_latency_us", "f8"),
         ("link_on", "i8"),  # 1 once a tick was placed on the timeline (before: the first goes to a quantum boundary)
+        # a start on a beat (JACK path, no Link): tick 0 at the frame where the host's transport, published
+        # in the link_* fields on JACK's clock, reaches start_beat
+        ("start_on", "i8"), ("start_beat", "f8"),
     ],
     align=True,
 )
@@ -421,7 +424,6 @@ def _retempo(sl):
     acquire_fence()  # pending_bpm was stored before tempo_seq
     if seq == sl.tempo_applied:
         return
-    old_fpt = sl.frames_per_tick
     new_fpt = sl.sample_rate * 60.0 / (sl.pending_bpm * sl.ppqn)
     if sl.next_tick > 0:
         last = _ideal(sl, sl.next_tick - 1)  # (frames_per_tick is still the old one)
@@ -666,6 +668,24 @@ def _link_anchor(sl, start, starting):
     return True
 
 
+@_jit
+def _start_on_beat(sl, start):
+    """Tick 0 is due at the frame where the transport reaches ``start_beat`` (the kernels'
+    ``ctx.beat`` goes on from it), or at *start* when that frame has passed."""
+    sl.start_on = 0
+    seq = sl.link_seq
+    acquire_fence()  # the fields were stored before link_seq
+    tempo, beat0, time0 = sl.link_tempo, sl.link_beat, sl.link_time_us
+    if seq == 0 or seq & 1 or tempo <= 0.0:
+        _start(sl, start)
+        return
+    t_start = float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
+    frame = start + (time0 + (sl.start_beat - beat0) * 60e6 / tempo - t_start) * sl.sample_rate / 1e6
+    _start(sl, max(frame, float(start)))
+    if frame >= start:
+        sl.beat_origin = sl.start_beat
+
+
 # --- the JACK process callback -------------------------------------------------------
 
 
@@ -689,7 +709,10 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
         sl.link_on = 1
         sl.run_state = state = RUNNING
     if state == STARTING:
-        _start(sl, start)
+        if sl.start_on != 0 and sl.link == 0 and sl.follow == 0:
+            _start_on_beat(sl, start)
+        else:
+            _start(sl, start)
         if sl.follow != 0:  # nothing plays before the leader's Start (or Continue)
             sl.next_tick, sl.ext = 0, EXT_STOPPED
     if sl.follow != 0:
@@ -911,6 +934,14 @@ class MidiEngine:
                 "events_in": int(g("events_in")), "swaps": int(g("swaps")),
                 "kernel_errors": int(g("kernel_errors")), "dropped": int(g("dropped")),
                 "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped"))}
+
+    def start_on_beat(self, beat: float, tempo_bpm: float, beat_now: float, time_us: float) -> None:
+        """Before the start: tick 0 at the frame where the transport (*beat_now* at *time_us* on
+        JACK's clock, at *tempo_bpm*) reaches *beat* (JACK path, not on a Link session)."""
+        self.set_link_timeline(tempo_bpm, beat_now, time_us)
+        self.slots["start_beat"] = beat
+        release_fence()
+        self.slots["start_on"] = 1
 
     def set_link_timeline(self, tempo_bpm: float, beat: float, time_us: float) -> None:
         """Publish a Link session's timeline (*beat* at *time_us*, Link's clock) to the native side."""

@@ -74,13 +74,13 @@ class RtmidiPath:
         self.ports["output"] = name
         return self.backend.open_output(name)  # (mido makes any port with a client_name virtual)
 
-    def open(self, engine: MidiEngine, transport: Transport, clock: Clock) -> None:
+    def open(self, engine: MidiEngine, transport: Transport, clock: Clock, at_beat: float | None = None) -> None:
         self.ticked = TickedEngine(engine, transport, clock, self._send, name="livehost-midi-ticks")
         if self.settings["input"]:
             name = self._match(self.settings["input"], self.backend.get_input_names(), "input")
             self.inp = self.backend.open_input(name, callback=self._on_message)
             self.ports["input"] = name
-        self.ticked.start()
+        self.ticked.start(at_beat)
 
     def _on_message(self, message) -> None:
         """rtmidi's input thread: the tick engine maps it to state fields at the next tick."""

@@ -162,11 +162,12 @@ class MidiRuntime(BaseRuntime):
             if isinstance(path, JackPath):
                 path.open(engine, resume=resume, require_destination=not wait_for_destinations)
                 if not wait_for_destinations or path.check_ports():
-                    path.start(resume=resume)
+                    self._start_path(path, engine, resume)
                 else:
                     self._start_by = time.monotonic() + DESTINATION_WAIT_S
             else:
-                path.open(engine, self.transport, self.clock)
+                path.open(engine, self.transport, self.clock, self.start_at_beat)
+                self.start_at_beat = None
         except BaseException:
             path.close()
             raise
@@ -249,7 +250,20 @@ class MidiRuntime(BaseRuntime):
         if not connected:
             log.warning("midi: no port matching %r came back; playing without it", self.settings["connect_to"])
         self._start_by = None
-        self.path.start(resume=self._resume)
+        self._start_path(self.path, self.engine, self._resume)
+
+    def _start_path(self, path: JackPath, engine: MidiEngine, resume: bool) -> None:
+        """Start the clock; a first start asked for on a beat (:attr:`start_at_beat`) puts tick 0 at
+        the frame where the transport reaches it (not on a Link session, nor following a clock in:
+        they say where the ticks go)."""
+        if (self.start_at_beat is not None and not resume and self._link is None
+                and self.settings.get("clock_source") != "midi"):
+            before = self.clock.now_ns()
+            jack_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) / 1e3  # JACK's clock on Linux
+            now_ns = (before + self.clock.now_ns()) // 2
+            engine.start_on_beat(self.start_at_beat, self.transport.tempo_bpm, self.transport.beat_at(now_ns), jack_us)
+        self.start_at_beat = None
+        path.start(resume=resume)
 
     def _retry(self) -> None:
         try:

@@ -35,8 +35,11 @@ class TickedEngine:
         self.ppqn = int(engine.get("ppqn"))
         self.loop = TickLoop(transport, clock, self.ppqn, self._on_tick, name=name)
 
-    def start(self) -> None:
+    def start(self, at_beat: float | None = None) -> None:
+        """Tick 0 at the transport's next tick, or at *at_beat* when that is later."""
         first_beat = math.ceil(self.transport.beat_at(self.clock.now_ns()) * self.ppqn) / self.ppqn
+        if at_beat is not None:
+            first_beat = max(first_beat, float(at_beat))
         self.engine.slots["beat_origin"] = first_beat
         self.engine.set_run_state(STARTING)
         self.loop.start(first_beat)
