@@ -160,11 +160,16 @@ connect_to = "llcap:in"
 '''
 
 
+def _project(folder: Path, patch: str, toml: str) -> Path:
+    """A project in *folder* with this ``patch.py`` and ``livehost.toml``."""
+    folder.mkdir()
+    (folder / "patch.py").write_text(patch)
+    (folder / "livehost.toml").write_text(toml)
+    return folder
+
+
 def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_carried(tmp_path, rig):
-    proj = tmp_path / "switch"
-    proj.mkdir()
-    (proj / "patch.py").write_text(SWITCH_PATCH)
-    (proj / "livehost.toml").write_text(SWITCH_TOML.format(selected=0))
+    proj = _project(tmp_path / "switch", SWITCH_PATCH, SWITCH_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:
         lh, cap = rig(proj)
         cap.start()
@@ -327,10 +332,7 @@ def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
 
 
 def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_path, rig):
-    proj = tmp_path / "switchbar"
-    proj.mkdir()
-    (proj / "patch.py").write_text(SWITCH_BAR_PATCH)
-    (proj / "livehost.toml").write_text(SWITCH_BAR_TOML.format(selected=0))
+    proj = _project(tmp_path / "switchbar", SWITCH_BAR_PATCH, SWITCH_BAR_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:
         lh, cap = rig(proj)
         cap.start()
