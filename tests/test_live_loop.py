@@ -323,10 +323,14 @@ SWITCH_BAR_TOML = (SWITCH_TOML.replace("tempo_bpm = 240.0\n", 'tempo_bpm = 240.0
 
 
 def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
-    """Frames from JACK frame *frame* to the nearest bar start, by the bar *position* (0 to 1)
-    the audio played at the last frame of the take's *position* (a bar lasts RATE frames at 240 BPM)."""
-    ref = len(position) - 1
-    bar = jack_frame_of(report, ref) - position[ref] * RATE  # JACK's frame where that frame's bar began
+    """Frames from JACK frame *frame* to the nearest bar start, by the bar *position* (0 to 1) the
+    audio played at the first frame of each block of the take's *position* (a bar lasts RATE frames
+    at 240 BPM). A block takes its beat from when its callback woke: the median over the blocks
+    is the grid, one late wake-up does not move it."""
+    ks = np.arange(0, len(position), 256)
+    ks = ks[position[ks] != 0.0]  # (frames before the audio came in are silent)
+    bars = np.array([jack_frame_of(report, int(k)) for k in ks]) - position[ks] * RATE  # where their bar began
+    bar = bars[-1] + np.median((bars - bars[-1] + RATE / 2) % RATE - RATE / 2)
     bar += round((frame - bar) / RATE) * RATE  # ... and the one nearest *frame*
     return float(frame - bar)
 
