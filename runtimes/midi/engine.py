@@ -639,6 +639,20 @@ def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
 
 
 @_jit
+def _heard_us(sl, start):
+    """When the cycle that begins at frame *start* is heard, on JACK's clock (microseconds): the
+    cycle's time from ``jack_frames_to_time``, plus the output latency."""
+    return float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
+
+
+@_jit
+def _frame_of_beat(sl, start, t_start, beat, tempo, beat0, time0):
+    """The frame (unrounded) where a timeline (*beat0* at *time0* on JACK's clock, at *tempo*)
+    reaches *beat*, from the cycle that begins at frame *start*, heard at *t_start*."""
+    return start + (time0 + (beat - beat0) * 60e6 / tempo - t_start) * sl.sample_rate / 1e6
+
+
+@_jit
 def _link_anchor(sl, start, starting):
     """Anchor the tick schedule at this cycle on the published Link timeline; False
     when there is none yet. *starting*: the first tick is the session's next
@@ -656,13 +670,12 @@ def _link_anchor(sl, start, starting):
     if sl.link_seq != seq:
         return not starting
     us_per_beat = 60e6 / tempo
-    t_start = float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
+    t_start = _heard_us(sl, start)
     if starting:
         beat_start = beat0 + (t_start - time0) / us_per_beat
         sl.next_tick = np.int64(np.ceil(beat_start / sl.link_quantum) * sl.link_quantum * sl.ppqn)
-    beat_next = sl.next_tick / sl.ppqn
     sl.anchor_tick = sl.next_tick
-    sl.anchor_frame = start + (time0 + (beat_next - beat0) * us_per_beat - t_start) * sl.sample_rate / 1e6
+    sl.anchor_frame = _frame_of_beat(sl, start, t_start, sl.next_tick / sl.ppqn, tempo, beat0, time0)
     sl.frames_per_tick = sl.sample_rate * us_per_beat / (1e6 * sl.ppqn)
     sl.tempo_bpm = tempo
     return True
@@ -679,8 +692,7 @@ def _start_on_beat(sl, start):
     if seq == 0 or seq & 1 or tempo <= 0.0:
         _start(sl, start)
         return
-    t_start = float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
-    frame = start + (time0 + (sl.start_beat - beat0) * 60e6 / tempo - t_start) * sl.sample_rate / 1e6
+    frame = _frame_of_beat(sl, start, _heard_us(sl, start), sl.start_beat, tempo, beat0, time0)
     _start(sl, max(frame, float(start)))
     if frame >= start:
         sl.beat_origin = sl.start_beat
