@@ -306,10 +306,10 @@ class _Status:
         self.next_log = time.monotonic() + every_s
 
     def __call__(self) -> None:
-        from .status import status_line
+        from .status import log_stream, status_line
 
         if self.rich:
-            print("\x1b[2K\r" + status_line(self.host.status(), rich=True), end="", file=sys.stderr, flush=True)
+            print("\x1b[2K\r" + status_line(self.host.status(), rich=True), end="", file=log_stream(), flush=True)
             self.shown = True
         elif time.monotonic() >= self.next_log:
             self.next_log = max(self.next_log + self.every_s, time.monotonic())
@@ -317,8 +317,10 @@ class _Status:
             log.info("Status: %s", status_line(status), extra={"status": status})
 
     def close(self) -> None:
+        from .status import log_stream
+
         if self.shown:
-            print(file=sys.stderr)
+            print(file=log_stream())
 
 
 def _child_args(args) -> list[str]:

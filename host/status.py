@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -81,10 +82,33 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(*, verbose: bool = False, json_format: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(log_stream())
     handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                                                                "%H:%M:%S"))
     root = logging.getLogger("livehost")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+_STDERR: list = []  # the stream log_stream() opened, once
+
+
+def log_stream():
+    """Where log lines and the status line go: stderr as it was when this was first called.
+
+    A stream of its own (a duplicate of file descriptor 2), because PortAudio's
+    initialisation -- at sounddevice's import, and whenever the audio runtime
+    looks for new devices -- points descriptor 2 at /dev/null while it runs, to
+    hide what ALSA and JACK print; a line another thread logged meanwhile (the
+    OSC server's port, a fault) would be lost. Plain ``sys.stderr`` when it has
+    no descriptor (captured).
+    """
+    if not _STDERR:
+        try:
+            fd = os.dup(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):
+            return sys.stderr
+        _STDERR.append(open(fd, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                            errors="backslashreplace"))
+    return _STDERR[0]

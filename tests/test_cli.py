@@ -1,5 +1,6 @@
 """The livehost command, run as a user would: exit codes and one-line errors."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +162,49 @@ def test_compile_watch_recompiles_on_save_until_sigterm(project):
     assert proc.returncode == 0, err
     assert out.count("compiled ") == 2 and "660.0" in compiled.read_text()
     assert f"{sine / 'patch.py'}:" in err and "'gian'" in err
+
+
+LOGS_WHILE_PORTAUDIO_STARTS = """
+import logging, sys, threading
+from host.status import setup_logging
+if sys.argv[1] == "livehost":
+    setup_logging(json_format=True)
+else:  # the control: a handler on sys.stderr, as logging's defaults give
+    logging.getLogger("livehost").addHandler(logging.StreamHandler(sys.stderr))
+    logging.getLogger("livehost").setLevel(logging.INFO)
+log = logging.getLogger("livehost.lines")
+done = threading.Event()
+def lines():
+    n = 0
+    while not done.is_set():
+        log.info("line %d", n)
+        n += 1
+    log.info("logged %d", n)
+thread = threading.Thread(target=lines)
+thread.start()
+import sounddevice as sd  # initialises PortAudio
+for _ in range(3):  # as the audio runtime does when it looks for new devices
+    sd._terminate()
+    sd._initialize()
+done.set()
+thread.join()
+"""
+
+
+@pytest.mark.parametrize("handler", ["livehost", "control"])
+def test_no_log_line_is_lost_while_portaudio_starts(tmp_path, handler):
+    # PortAudio's initialisation points file descriptor 2 at /dev/null while it runs; a line that
+    # another thread logged meanwhile (the OSC server's port, once) was lost. The control logs
+    # through sys.stderr and must lose some: it shows the test can fail.
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        subprocess.run([sys.executable, "-c", LOGS_WHILE_PORTAUDIO_STARTS, handler], stderr=f, check=True,
+                       timeout=120)
+    text = err.read_text()
+    logged = int(re.search(r"logged (\d+)", text).group(1))
+    seen = len(re.findall(r"line \d+", text))
+    print(f"\n{handler}: {seen} of {logged} lines")
+    if handler == "livehost":
+        assert seen == logged
+    else:
+        assert seen < logged
