@@ -9,7 +9,9 @@ MIDI, to the first MIDI byte at a MIDI capture client: they come from the
 captures, not from livehost's logs. Measured, in one run:
 
 * default edits: ``freq_hz = ...`` in ``class State`` (no recompile);
-* code edits: a factor inside the kernel (a real numba compile each time);
+* number edits: a float factor inside the kernel (a live number: no recompile);
+* code edits: the same factor written as a quotient of ints, ``(1002 / 1000)``
+  (ints are compiled in: a real numba compile each time);
 * runtime switches: ``selected_runtime`` audio -> MIDI and back;
 * the same default edit by stopping ``livehost run``, saving and starting it
   again: what a user without hot swap does (timed from the stop request).
@@ -60,8 +62,8 @@ class State:
 
 
 def audio(s, ctx, inp, out):
-    step = 2.0 * math.pi * s.freq_hz * {factor!r} / ctx.sample_rate
-    mark = {mark!r} * s.freq_hz * {factor!r}
+    step = 2.0 * math.pi * s.freq_hz * {factor} / ctx.sample_rate
+    mark = {mark!r} * s.freq_hz * {factor}
     for i in range(out.shape[0]):
         out[i, 0] = 0.2 * math.sin(s.phase)
         out[i, 1] = mark
@@ -100,6 +102,7 @@ class Rig:
         self.project.mkdir()
         self.log_path = work / "livehost.log"
         self.freq, self.factor, self.selected = 440.0, 1.0, 0
+        self.factor_text = repr(self.factor)
         self._write("patch.py", self._patch())
         self._write("livehost.toml", CONFIG.format(selected=0, midi_capture=MIDI_CAPTURE))
         self.audio = CaptureProcess(2, work)
@@ -111,7 +114,7 @@ class Rig:
         stack.callback(self.stop)
 
     def _patch(self) -> str:
-        return PATCH.format(freq=self.freq, factor=self.factor, mark=MARK)
+        return PATCH.format(freq=self.freq, factor=self.factor_text, mark=MARK)
 
     def marker(self) -> float:
         return float(np.float32(MARK * self.freq * self.factor))
@@ -120,9 +123,14 @@ class Rig:
         """Save as an editor does (temp file, rename); return when the save completed."""
         return save(self.project / name, text)
 
-    def save_patch(self, freq: float | None = None, factor: float | None = None) -> float:
+    def save_patch(self, freq: float | None = None, factor: float | None = None, thousandths: int | None = None) -> float:
+        """Save a new default (*freq*), a new number in the kernel (*factor*), or new code
+        (the factor as ``(thousandths / 1000)``: ints are compiled in)."""
         self.freq = self.freq if freq is None else freq
-        self.factor = self.factor if factor is None else factor
+        if factor is not None:
+            self.factor, self.factor_text = factor, repr(factor)
+        if thousandths is not None:
+            self.factor, self.factor_text = thousandths / 1000, f"({thousandths} / 1000)"
         return self._write("patch.py", self._patch())
 
     def select(self, index: int) -> float:
@@ -198,7 +206,7 @@ def _figures(name: str, samples: list[float | None]) -> dict:
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # run the clean-up below
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--edits", type=int, default=50, help="default edits, and code edits")
+    parser.add_argument("--edits", type=int, default=50, help="default edits, number edits and code edits (each)")
     parser.add_argument("--switches", type=int, default=5, help="audio -> MIDI -> audio round trips")
     parser.add_argument("--restarts", type=int, default=3, help="stop-edit-start rounds")
     args = parser.parse_args()
@@ -214,13 +222,17 @@ def main() -> None:
                 rig.wait_log("Compiled", count=k + 2)
             time.sleep(0.5)
 
-            default, code = [], []
+            default, number, code = [], [], []
             for k in range(args.edits):
                 x, t_save, t0, rep = rig.take(0.5, lambda: rig.save_patch(freq=440.0 + 5.0 * (k + 1)))
                 default.append(_departure_ms(x, t_save, t0, rig.marker()))
                 xruns += rep["xruns"]
             for k in range(args.edits):
-                x, t_save, t0, rep = rig.take(2.0, lambda: rig.save_patch(factor=1.0 + 0.002 * (k + 1)))
+                x, t_save, t0, rep = rig.take(0.5, lambda: rig.save_patch(factor=1.0 + 0.002 * (k + 1)))
+                number.append(_departure_ms(x, t_save, t0, rig.marker()))
+                xruns += rep["xruns"]
+            for k in range(args.edits):
+                x, t_save, t0, rep = rig.take(2.0, lambda: rig.save_patch(thousandths=1200 + 2 * (k + 1)))
                 code.append(_departure_ms(x, t_save, t0, rig.marker()))
                 xruns += rep["xruns"]
 
@@ -264,17 +276,18 @@ def main() -> None:
         later = event_times[event_times > t_save]
         to_midi.append(None if len(later) == 0 else (later[0] - t_save) * 1e3)
 
-    d, c = _figures("default edit", default), _figures("code edit", code)
+    d, n, c = _figures("default edit", default), _figures("number edit", number), _figures("code edit", code)
     a2m, m2a = _figures("switch audio -> midi", to_midi), _figures("switch midi -> audio", to_audio)
     r = _figures("stop, edit, restart", restart)
     print("livehost's own compile times (s), in order:", compile_s, flush=True)
     print(json.dumps({
         "default_edit_p50_ms": d.get("p50_ms"), "default_edit_p99_ms": d.get("p99_ms"),
+        "number_edit_p50_ms": n.get("p50_ms"), "number_edit_p99_ms": n.get("p99_ms"),
         "edit_p50_ms": c.get("p50_ms"), "edit_p99_ms": c.get("p99_ms"),
         "switch_audio_to_midi_ms": a2m.get("p50_ms"), "switch_midi_to_audio_ms": m2a.get("p50_ms"),
         "switch_audio_to_midi_max_ms": a2m.get("max_ms"), "switch_midi_to_audio_max_ms": m2a.get("max_ms"),
         "restart_ms": r.get("p50_ms"),
-        "default_edit": d, "edit": c, "switch_audio_to_midi": a2m, "switch_midi_to_audio": m2a, "restart": r,
+        "default_edit": d, "number_edit": n, "edit": c, "switch_audio_to_midi": a2m, "switch_midi_to_audio": m2a, "restart": r,
         "capture_xruns": xruns, "compile_s_p50": round(float(np.median(compile_s)), 3) if compile_s else None,
     }))
 

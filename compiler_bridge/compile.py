@@ -2,13 +2,15 @@
 
 Runs inside the compile worker process (never in the host: a compile would
 stall the host's threads) or ``livehost compile``. What the host later loads
-is an immutable build folder, ``.livehost/build/<hash>/``: a byte copy of
-``patch.py``, generated modules with the native entry points (one per state
+is an immutable build folder, ``.livehost/build/<hash>/``: ``patch.py`` as
+numba compiles it (the kernels' numbers read from the state, see
+:mod:`compiler_bridge.numbers`), generated modules with the native entry points (one per state
 layout) and the bounds-checked kernels, and numba's cache beside them, so
 the host loads compiled code that was test-run and compiles nothing.
 
 A build's hash covers the code numba compiles and nothing else: a save that
-changes only ``State``'s defaults or ``livehost.toml`` reuses the build, and
+changes only ``State``'s defaults, numbers in the kernels or ``livehost.toml``
+reuses the build, and
 its compile is a test run of the cached code with the new values.
 
 Each compile runs in a forked child: the patch's top-level code, the numba
@@ -46,6 +48,7 @@ import numpy as np
 from . import abi, api
 from .config import MAX_PATCH_BYTES, PATCH_NAME, ProjectConfig, load_config
 from .errors import CompiledConfigError, ConfigError, PatchError, SourceError
+from .numbers import live_numbers
 from .program import SCHEMA_VERSION, load_build, on_disk, read_compiled
 from .sources import read_source
 from .state import StateLayout
@@ -313,6 +316,7 @@ class _Sources:
     source: str
     build: Path  # .livehost/build/<build hash>
     digest: str  # source_hash
+    numbers: tuple[tuple[str, float], ...] = ()  # the kernels' live numbers: hidden state fields
 
     @property
     def patch_path(self) -> str:
@@ -322,15 +326,16 @@ class _Sources:
     def read(cls, project_dir: Path) -> "_Sources":
         config = load_config(project_dir)
         source = _read_patch(project_dir)
-        build_id = build_hash(source)
+        built, numbers = live_numbers(source)  # the kernels' numbers read from the state: not in the build
+        build_id = build_hash(built)
         build = livehost_dir(project_dir) / "build" / build_id
         if not (build / "checked.py").exists():  # a build's files are written once, never rewritten
             build.mkdir(parents=True, exist_ok=True)
-            _write_atomic(build / PATCH_NAME, source)  # the very text that is checked
+            _write_atomic(build / PATCH_NAME, built)  # the very text that is compiled and checked
             _write_atomic(build / "checked.py", CHECKED_TEMPLATE)
         else:
             os.utime(build)  # in use again: not pruned as old
-        return cls(project_dir, config, source, build, source_hash(config.text, source, build_id))
+        return cls(project_dir, config, source, build, source_hash(config.text, source, build_id), numbers)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -676,6 +681,7 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
     config, source, patch_path, build = sources.config, sources.source, sources.patch_path, sources.build
     namespace = _exec_patch(source, patch_path)
     kernels, layout = _kernels_and_layout(namespace, source, patch_path)
+    layout = layout.with_hidden(sources.numbers)
     _check_field_names(config, layout)
     shape = RunShape.of(config)
     if part == "checked":

@@ -51,8 +51,14 @@ class StateLayout:
             return np.dtype([("_unused", "f8")], align=True)
         return np.dtype([(f.name, f.dtype, f.shape) for f in self.fields], align=True)
 
+    def with_hidden(self, numbers: tuple[tuple[str, float], ...]) -> "StateLayout":
+        """This layout and, after its fields, a float field per live number
+        (see :mod:`compiler_bridge.numbers`), its value as its default."""
+        return StateLayout(self.fields + tuple(Field(name, "f8", (), value) for name, value in numbers))
+
     def names(self) -> list[str]:
-        return [f.name for f in self.fields]
+        """The fields a user named: live numbers' hidden fields (``_...``) are not among them."""
+        return [f.name for f in self.fields if not f.name.startswith("_")]
 
     def field(self, name: str) -> Field:
         for f in self.fields:

@@ -188,7 +188,7 @@ def cmd_run(args) -> int:
                 playing[0].note_compile(result.compiled, result.seconds)
                 playing[0].request(result.compiled)  # at once, not through the watched file
             log.info("Compiled %s in %.2f s%s", result.compiled["source_hash"], result.seconds,
-                     " (defaults or settings only: its build served)" if result.compiled["reused_build"] else "")
+                     " (defaults, numbers or settings only: its build served)" if result.compiled["reused_build"] else "")
             for warning in result.compiled["warnings"]:
                 log.warning("%s", warning)
 

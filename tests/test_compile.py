@@ -7,6 +7,7 @@ import pytest
 
 from compiler_bridge.compile import compile_project
 from compiler_bridge.errors import ConfigError, PatchError
+from compiler_bridge.numbers import live_numbers
 from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.worker import CompileWorker
 
@@ -23,10 +24,14 @@ def test_compile_writes_an_immutable_build(project):
     assert not (lh / "error.json").exists()
     build = Path(compiled["build_dir"])
     assert build.parent == lh / "build" and build.name == compiled["build"]
-    assert (build / "patch.py").read_bytes() == (sine / "patch.py").read_bytes()
+    # the patch as numba compiles it: the kernel's numbers read from hidden state fields, on the same lines
+    compiled_text, numbers = live_numbers((sine / "patch.py").read_text())
+    assert (build / "patch.py").read_text() == compiled_text
+    assert numbers == (("_audio_0", 2.0), ("_audio_1", 2.0), ("_audio_2", 2.0))
+    assert compiled_text.count("\n") == (sine / "patch.py").read_text().count("\n")
     assert any(p.suffix == ".nbc" for p in (build / "__pycache__").iterdir())  # numba's cache inside
     assert compiled["kernels"] == ["audio"]
-    assert [f["name"] for f in compiled["state"]] == ["freq_hz", "gain", "phase"]
+    assert [f["name"] for f in compiled["state"]] == ["freq_hz", "gain", "phase", "_audio_0", "_audio_1", "_audio_2"]
     assert compiled["config"]["runtime_settings"][0]["crossfade_ms"] == 10.0
     program = Program.from_compiled(compiled)
     assert set(program.kernels) == {"audio"} and program.kernels["audio"] > 0

@@ -73,7 +73,7 @@ def _longest_clear(k0: int, k1: int, xruns) -> tuple[int, int]:
     return (start, k1) if k1 - start > best[1] - best[0] else best
 
 
-def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_the_last_of_a_burst_plays(
+def test_default_number_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_the_last_of_a_burst_plays(
         project, rig):
     sine = project("sine")
     patch = sine / "patch.py"
@@ -85,7 +85,7 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
     lh.wait_for("Swapped program", timeout_s=30)
     time.sleep(0.1)
     default, _ = take_clean(cap, 0.3)
-    assert lh.messages("defaults or settings only: its build served")
+    assert lh.messages("defaults, numbers or settings only: its build served")
 
     broken = source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("s.phase += step", "s.phase += step +")
     save(patch, broken)
@@ -94,10 +94,19 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
     assert f"patch.py:{line}: SyntaxError" in error and "still playing: audio" in error
     still, _ = take_clean(cap, 0.3)
 
+    # a number in the kernel: a live number, so the build serves again
     save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("step = 2.0 *", "step = 3.0 *"))
     lh.wait_for("Swapped program", timeout_s=30, count=2)
     time.sleep(0.1)
+    number, _ = take_clean(cap, 0.3)
+    assert len(lh.messages("numbers or settings only: its build served")) == 2
+
+    # code: ints are compiled in, so this is a new build (numba compiles it)
+    save(patch, source.replace("freq_hz = 440.0", "freq_hz = 660.0").replace("s.freq_hz /", "(s.freq_hz * 5 / 4) /"))
+    lh.wait_for("Swapped program", timeout_s=30, count=3)
+    time.sleep(0.1)
     code, _ = take_clean(cap, 0.3)
+    assert len(lh.messages("numbers or settings only: its build served")) == 2
 
     burst = [300.0 + 10.0 * k for k in range(20)]  # 20 saves within 200 ms
     for freq in burst:
@@ -108,9 +117,9 @@ def test_default_and_code_edits_change_the_pitch_a_broken_save_changes_nothing_t
     last, _ = take_clean(cap, 0.3)
     lh.terminate()
 
-    pitches = [pitch_hz(x[:, 0]) for x in (before, default, still, code, last)]
+    pitches = [pitch_hz(x[:, 0]) for x in (before, default, still, number, code, last)]
     print(f"\npitches heard: {[round(p, 2) for p in pitches]}")
-    assert pitches == pytest.approx([440.0, 660.0, 660.0, 990.0, burst[-1]], abs=0.5)
+    assert pitches == pytest.approx([440.0, 660.0, 660.0, 990.0, 825.0, burst[-1]], abs=0.5)
     # nothing audible changed at the broken save: a continuous sine (no jump bigger than its own step)
     step = 0.2 * 2 * np.pi * 660.0 / RATE
     assert np.abs(np.diff(still[:, 0])).max() <= step * 1.05
