@@ -6,8 +6,8 @@ bodies of the other kernels left out. A save that edits ``audio()`` changes
 the text of audio's kernel build only; ``midi()``'s entry point loads from
 the cache of the kernel build it had. Everything else in the patch (imports,
 helpers, ``State``, top-level constants) is in every kernel's text, so an edit
-there compiles every kernel again. A kernel that names another (calls it)
-keeps that one's body. Lines stay where they were, so errors name the same
+there compiles every kernel again. A kernel that another kernel or a helper
+names (calls) keeps its body. Lines stay where they were, so errors name the same
 ``patch.py:LINE``.
 """
 
@@ -36,12 +36,14 @@ def kernel_texts(source: str, kernels: list[str]) -> dict[str, str]:
     if any(k not in defs for k in kernels):
         return {k: source for k in kernels}
     names = {k: {n.id for n in ast.walk(d) if isinstance(n, ast.Name)} for k, d in defs.items()}
+    shared = {n.id for stmt in tree.body if stmt not in defs.values() for n in ast.walk(stmt)
+              if isinstance(n, ast.Name)}  # a kernel a helper calls is kept whole everywhere
     lines = source.splitlines(keepends=True)
     out = {}
     for kernel in kernels:
         text = list(lines)
         for other, d in defs.items():
-            if other == kernel or other in names[kernel]:
+            if other == kernel or other in names[kernel] or other in shared:
                 continue
             first, last = d.body[0].lineno, d.end_lineno
             if first == d.lineno:  # a body on the line of its def: left as it is

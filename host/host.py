@@ -470,11 +470,22 @@ class Host:
             if at_beat is None or self.runtime is None:  # closing meanwhile
                 return
         old = self.runtime
-        self._destroy(save=False)
+        # To another runtime: the old one goes silent, and lets go of its device only once the
+        # new one plays (the audio runtime's stream takes about 25 ms to close). The same runtime
+        # again may want that very device: closed first.
+        early = old.id != entry.id and old.fade_out()
+        if early:
+            log.info("Destroying runtime: %s", old.id)
+            self.runtime = None
+        else:
+            self._destroy(save=False)
         old_program, old_state = old.snapshot()  # after close: the state of the last block or tick played
         previous = (self.registry.get(old.id), self.settings, old_program, old_state)
         state = program.layout.carry(old_program.layout, old_state)
-        if self._create(entry, settings, program, state, at_beat):
+        created = self._create(entry, settings, program, state, at_beat)
+        if early:
+            old.close()
+        if created:
             return
         prev_entry, prev_settings, prev_program, prev_state = previous
         log.warning("Restoring runtime: %s", prev_entry.id)

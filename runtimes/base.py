@@ -100,6 +100,12 @@ class BaseRuntime:
             self.settings = dict(settings)
             self._update_settings(settings)
 
+    def fade_out(self) -> bool:
+        """Go silent for good, the state final, keeping what is slow to let go until
+        :meth:`close` (a switch starts the next runtime meanwhile). True when it did;
+        the default does nothing: :meth:`close` does it all."""
+        return False
+
     def snapshot(self) -> tuple[Program, np.ndarray]:
         """Return the playing program and a copy of its current state."""
         with self._lock:

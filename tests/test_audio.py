@@ -438,6 +438,35 @@ def test_plays_440_then_660_after_recompile_without_click(sine_programs, capture
 
 
 @pytest.mark.jack
+def test_fade_out_goes_silent_with_a_final_state_and_the_stream_stays_until_close(sine_programs, capture):
+    # a switch to another runtime starts it between fade_out() and close(): the old one must be
+    # silent by then, its state final, its ports still there until close()
+    from runtimes.audio import AudioRuntime
+
+    cap = capture(1)
+    rt = AudioRuntime(audio_settings())
+    try:
+        rt.start(sine_programs[440.0], sine_programs[440.0].new_state())
+        _listen(our_ports(cap, "out"), cap)
+        cap.start()
+        time.sleep(0.3)
+        assert rt.fade_out() and not rt.fade_out()  # once
+        first = rt.snapshot()[1].copy()
+        time.sleep(0.2)
+        x, report = cap.stop()
+        assert our_ports(cap, "out")  # still open
+        second = rt.snapshot()[1]
+    finally:
+        rt.close()
+    assert not our_ports(cap, "out")
+    assert first.tobytes() == second.tobytes()  # the kernel no longer runs
+    sr = cap.info["sample_rate"]
+    print(f"\ngraph xruns in the take: {report['xruns']}")
+    assert np.abs(x[: sr // 5]).max() > 0.9 * SINE_GAIN  # it played ...
+    assert np.abs(x[-sr // 10:]).max() == 0.0  # ... and then nothing at all
+
+
+@pytest.mark.jack
 def test_block_frames_setting_is_honoured(sine_programs, capture):
     from runtimes.audio import AudioRuntime
 

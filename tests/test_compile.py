@@ -9,6 +9,7 @@ import pytest
 from compiler_bridge.compile import compile_project
 from compiler_bridge.errors import ConfigError, PatchError
 from compiler_bridge.numbers import live_numbers
+from compiler_bridge.split import kernel_texts
 from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.worker import CompileWorker
 
@@ -385,3 +386,41 @@ def test_a_bad_default_on_a_reused_build_is_still_caught_by_the_bounds_checked_r
     assert ":11: audio() raised IndexError" in str(info.value)  # the kernel (numba tells no line)
     assert "in the test run" in str(info.value)
     assert read_compiled(sine)["source_hash"] == first["source_hash"]  # the last good one stays
+
+
+SPLIT = '''\
+def helper(s, ctx, ev):
+    return {helper}
+
+
+def audio(s, ctx, inp, out):
+    out[0, 0] = 1.0{audio_calls}
+
+
+def midi(s, ctx, ev):
+    x = 1
+    y = 2
+'''
+
+
+@pytest.mark.parametrize("helper, audio_calls, audio_keeps_midi, midi_keeps_audio", [
+    ("0", "", False, False),  # each kernel's text leaves the other's body out
+    ("0", "\n    midi(s, ctx, None)", True, False),  # audio calls midi: its text keeps midi
+    ("midi(s, ctx, ev)", "", True, False),  # a helper calls midi: every text keeps it
+])
+def test_each_kernel_is_compiled_from_a_text_of_its_own(helper, audio_calls, audio_keeps_midi, midi_keeps_audio):
+    source = SPLIT.format(helper=helper, audio_calls=audio_calls)
+    texts = kernel_texts(source, ["audio", "midi"])
+    for kernel, keeps_other in (("audio", audio_keeps_midi), ("midi", midi_keeps_audio)):
+        text = texts[kernel]
+        assert text.count("\n") == source.count("\n")  # errors keep their lines
+        other = "    x = 1\n    y = 2\n" if kernel == "audio" else "    out[0, 0] = 1.0"
+        assert (other in text) == keeps_other
+        assert ("    out[0, 0] = 1.0" if kernel == "audio" else "    x = 1\n    y = 2\n") in text
+    if not audio_keeps_midi:
+        assert texts["audio"].endswith("def midi(s, ctx, ev):\n    pass\n\n")
+
+
+def test_a_patch_that_does_not_parse_is_one_text_for_every_kernel():
+    source = "def audio(s, ctx, inp, out)\n    pass\n"
+    assert kernel_texts(source, ["audio"]) == {"audio": source}

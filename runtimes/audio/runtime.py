@@ -329,6 +329,7 @@ class AudioRuntime(BaseRuntime):
         self._faults_seen = 0  # the engine's watchdog count already reported
         self._stats_lock = threading.Lock()  # stats() may be called from several threads
         self._poll_s = 0.001  # set from the block length once the stream is open
+        self._faded = False  # fade_out() ran: silent, the kernel no longer runs, the stream still open
 
     # --- lifecycle ---
 
@@ -434,12 +435,12 @@ class AudioRuntime(BaseRuntime):
         engine = self._engine
         if engine is None:
             return self._held[1].copy()
-        if self._stream is not None:
+        if self._stream is not None and not self._faded:
             dst = np.zeros(1, engine.newest()[0].layout.dtype)
             seq = engine.request_snapshot(dst)
             if self._answered(self._stream, lambda: engine.acked("snap", seq)):
                 return self.program.layout.carry(engine.newest()[0].layout, dst)
-        # no answer: no stream calls back, nothing writes the state now
+        # faded out, or no answer: no stream calls back, nothing writes the state now
         program, state = engine.newest()
         return self.program.layout.carry(program.layout, state)
 
@@ -447,13 +448,30 @@ class AudioRuntime(BaseRuntime):
         self._stop.set()  # an attempt to get the device back gives up at once
         super().close()
 
+    def fade_out(self) -> bool:
+        """Fade out and stop running the kernel (its state is final), keeping the stream open
+        and silent until :meth:`close`: closing a PortAudio stream takes about 25 ms, which a
+        switch to another runtime need not wait for. False when nothing plays."""
+        with self._lock:
+            stream, engine = self._stream, self._engine
+            if self.closed or not self.started or self._faded or stream is None or self._lost(stream):
+                return False
+            seq = engine.request_close()
+            if not self._answered(stream, lambda: engine.acked("close", seq)):
+                return False  # close() tries again, and says so
+            self._faded = True
+            self._stop.set()  # the watch thread ends: the stream is left as it is until close()
+        if self._watch is not None:
+            self._watch.join()
+        return True
+
     def _close(self) -> None:
         if self._watch is not None:
             self._watch.join()
         engine, stream = self._engine, self._stream
         if stream is None:
             return
-        if not self._lost(stream):
+        if not self._lost(stream) and not self._faded:
             seq = engine.request_close()
             if not self._answered(stream, lambda: engine.acked("close", seq)):
                 log.warning("audio: the stream did not fade out in time; closing anyway")

@@ -148,7 +148,9 @@ class MidiRuntime(BaseRuntime):
         destinations are connected (receivers get Start, or Song Position and
         Continue), or after DESTINATION_WAIT_S.
         """
+        t0 = time.perf_counter()
         path = self._open_path()
+        t_client = time.perf_counter()
         sample_rate = path.sample_rate if isinstance(path, JackPath) else NOMINAL_SAMPLE_RATE
         resume = self.engine is not None
         engine = self.engine
@@ -161,8 +163,13 @@ class MidiRuntime(BaseRuntime):
         try:
             if isinstance(path, JackPath):
                 path.open(engine, resume=resume, require_destination=not wait_for_destinations)
+                t_open = time.perf_counter()
                 if not wait_for_destinations or path.check_ports():
                     self._start_path(path, engine, resume)
+                    t_start = time.perf_counter()
+                    log.info("midi: on JACK in %.0f ms (client %.0f ms, ports and connections %.0f ms, until the "
+                             "clock may start %.0f ms)", (t_start - t0) * 1e3, (t_client - t0) * 1e3,
+                             (t_open - t_client) * 1e3, (t_start - t_open) * 1e3)
                 else:
                     self._start_by = time.monotonic() + DESTINATION_WAIT_S
             else:
