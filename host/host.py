@@ -473,7 +473,8 @@ class Host:
         # To another runtime: the old one goes silent, and lets go of its device only once the
         # new one plays (the audio runtime's stream takes about 25 ms to close). The same runtime
         # again may want that very device: closed first.
-        early = old.id != entry.id and old.fade_out()
+        fade_out = getattr(old, "fade_out", None)  # (not part of the Runtime protocol: BaseRuntime's)
+        early = old.id != entry.id and fade_out is not None and fade_out()
         if early:
             log.info("Destroying runtime: %s", old.id)
             self.runtime = None
