@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections import Counter
 
 from .abi import KERNEL_NAMES
@@ -65,11 +66,17 @@ def live_numbers(source: str) -> tuple[str, tuple[tuple[str, float], ...]]:
             numbers.append((name, node.value))
     if not edits:
         return source, ()
-    lines = source.splitlines(keepends=True)
+    lines = source_lines(source)
     for line, start, end, text in sorted(edits, reverse=True):  # right to left: offsets stay valid
         raw = lines[line - 1].encode()
         lines[line - 1] = (raw[:start] + text.encode() + raw[end:]).decode()
     return "".join(lines), tuple(numbers)
+
+
+def source_lines(source: str) -> list[str]:
+    """*source*'s lines as Python numbers them (ends kept): split at ``\\n``, ``\\r\\n`` and
+    ``\\r`` only, not at the form feeds and other separators ``str.splitlines`` also takes."""
+    return re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", source)
 
 
 def _top_level_names(stmt: ast.stmt):

@@ -16,6 +16,11 @@ from __future__ import annotations
 import ast
 
 from .abi import KERNEL_NAMES
+from .numbers import source_lines
+
+
+def _ending(line: str) -> str:
+    return line[len(line.rstrip("\r\n")):]
 
 
 def kernel_texts(source: str, kernels: list[str]) -> dict[str, str]:
@@ -38,7 +43,7 @@ def kernel_texts(source: str, kernels: list[str]) -> dict[str, str]:
     names = {k: {n.id for n in ast.walk(d) if isinstance(n, ast.Name)} for k, d in defs.items()}
     shared = {n.id for stmt in tree.body if stmt not in defs.values() for n in ast.walk(stmt)
               if isinstance(n, ast.Name)}  # a kernel a helper calls is kept whole everywhere
-    lines = source.splitlines(keepends=True)
+    lines = source_lines(source)
     out = {}
     for kernel in kernels:
         text = list(lines)
@@ -49,7 +54,7 @@ def kernel_texts(source: str, kernels: list[str]) -> dict[str, str]:
             if first == d.lineno:  # a body on the line of its def: left as it is
                 continue
             indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip())]
-            text[first - 1:last] = [("" if n > first else f"{indent}pass") + ("\n" if lines[n - 1].endswith("\n") else "")
+            text[first - 1:last] = [("" if n > first else f"{indent}pass") + _ending(lines[n - 1])
                                     for n in range(first, last + 1)]
         out[kernel] = "".join(text)
     return out

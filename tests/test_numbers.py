@@ -8,6 +8,7 @@ import soundfile as sf
 from compiler_bridge.compile import compile_project
 from compiler_bridge.errors import ConfigError, PatchError
 from compiler_bridge.numbers import MAX_NUMBERS, live_numbers
+from compiler_bridge.split import kernel_texts
 from compiler_bridge.program import Program
 from compiler_bridge.state import StateLayout
 from helpers import pitch_hz
@@ -133,3 +134,16 @@ def test_numbers_after_wide_characters_on_their_line_are_replaced_where_they_are
     text, numbers = live_numbers(source)
     assert text == 'def audio(s, ctx, inp, out):\n    x = "ñ♪" and s._audio_0 + s._audio_1  # ♪\n'
     assert numbers == (("_audio_0", 0.5), ("_audio_1", 0.25))
+
+
+def test_lines_are_counted_as_python_counts_them():
+    # a form feed or a line separator inside a string is no line break to Python (str.splitlines
+    # takes them as one): the numbers after them are still replaced where they are
+    source = ('import math\n\x0c\nX = "a\u2028b"\r\ndef audio(s, ctx, inp, out):\r\n    out[0, 0] = 0.5\r\n\n'
+              'def midi(s, ctx, ev):\r    x = 1.5\r')
+    text, numbers = live_numbers(source)
+    assert text == source.replace("0.5", "s._audio_0").replace("1.5", "s._midi_0")
+    assert numbers == (("_audio_0", 0.5), ("_midi_0", 1.5))
+    texts = kernel_texts(text, ["audio", "midi"])
+    assert texts["audio"] == text.replace("    x = s._midi_0\r", "    pass\r")
+    assert texts["midi"] == text.replace("    out[0, 0] = s._audio_0\r\n", "    pass\r\n")
