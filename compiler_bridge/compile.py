@@ -48,7 +48,7 @@ import numpy as np
 from . import abi, api
 from .config import MAX_PATCH_BYTES, PATCH_NAME, ProjectConfig, load_config
 from .errors import CompiledConfigError, ConfigError, PatchError, SourceError
-from .numbers import live_numbers
+from .numbers import live_numbers, source_lines
 from .split import kernel_texts
 from .program import SCHEMA_VERSION, load_build, on_disk, read_compiled
 from .sources import read_source
@@ -205,7 +205,7 @@ def code_text(source: str) -> str:
               if isinstance(n, ast.Name) and n.id == "State"]
     if others:
         return source
-    lines = source.splitlines(keepends=True)
+    lines = source_lines(source)  # as Python numbers them: the AST's line numbers index it
     spans = []
     for stmt in state.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
@@ -567,9 +567,7 @@ class _StandbySlot:
         if child is not None:
             pid, request_fd, report_fd, build = child
             if build != sources.build:  # of no use: it ends
-                os.close(request_fd)
-                os.close(report_fd)
-                _end(pid)
+                _end_standby(pid, request_fd, report_fd)
             elif _hand(sources, pid, request_fd, report_fd):
                 return report_fd, _Child("build", pid, time.monotonic() + COMPILE_TIMEOUT_S)
         if self.any is None or not select.select([self.any[2]], [], [], 0)[0]:
@@ -601,9 +599,7 @@ class _StandbySlot:
         spare, self.any = self.any, None
         for held in (child, spare):
             if held is not None:
-                os.close(held[1])
-                os.close(held[2])
-                _end(held[0])
+                _end_standby(*held[:3])
 
 
 def _hand(sources: _Sources, pid: int, request_fd: int, report_fd: int) -> bool:
@@ -613,12 +609,17 @@ def _hand(sources: _Sources, pid: int, request_fd: int, report_fd: int) -> bool:
         if len(request) > PIPE_BYTES or os.write(request_fd, request) != len(request):
             raise OSError("too big")
     except OSError:  # too big, or the child is gone
-        os.close(request_fd)
-        os.close(report_fd)
-        _end(pid)
+        _end_standby(pid, request_fd, report_fd)
         return False
     os.close(request_fd)  # EOF: the request is whole
     return True
+
+
+def _end_standby(pid: int, request_fd: int, report_fd: int) -> None:
+    """Close a standby child's pipes and end it."""
+    os.close(request_fd)
+    os.close(report_fd)
+    _end(pid)
 
 
 def _fork_standby(prepared: _Sources | None, warm_up=None) -> tuple[int, int, int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler_bridge.compile import compile_project
+from compiler_bridge.compile import code_text, compile_project
 from compiler_bridge.errors import ConfigError, PatchError
 from compiler_bridge.numbers import live_numbers
 from compiler_bridge.split import kernel_texts
@@ -424,3 +424,9 @@ def test_each_kernel_is_compiled_from_a_text_of_its_own(helper, audio_calls, aud
 def test_a_patch_that_does_not_parse_is_one_text_for_every_kernel():
     source = "def audio(s, ctx, inp, out)\n    pass\n"
     assert kernel_texts(source, ["audio"]) == {"audio": source}
+
+
+def test_a_form_feed_does_not_shift_the_defaults_left_out_of_a_build():
+    # Python counts "\f\n" as one line (str.splitlines as two): the values blanked out are the defaults
+    source = "import math\n\x0c\nclass State:\n    y = 5  # steps\n    x = 1.0\n"
+    assert code_text(source) == "import math\n\x0c\nclass State:\n    y = ...  # steps\n    x = ...\n"
