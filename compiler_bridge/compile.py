@@ -45,7 +45,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from . import abi, api
+from . import abi, api, native
 from .config import MAX_PATCH_BYTES, PATCH_NAME, ProjectConfig, load_config
 from .errors import CompiledConfigError, ConfigError, PatchError, SourceError
 from .numbers import live_numbers, source_lines
@@ -403,7 +403,8 @@ def _settings_only(sources: _Sources) -> dict | None:
         return None
     if (published.get("patch_sha") != _text_sha(sources.source) or published["build_dir"] != str(sources.build)
             or published.get("shape") != dataclasses.asdict(RunShape.of(sources.config))
-            or not (sources.build / f"{published['entry']}.py").exists()):
+            or not (sources.build / f"{published['entry']}.py").exists()
+            or not _objects_ok(livehost_dir(sources.project_dir), published["natives"])):
         return None
     _check_field_names(sources.config, StateLayout.from_json(published["state"]))
     return {**published, "source_hash": sources.digest, "config": sources.config.to_json(),
@@ -797,13 +798,17 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
     # Defaults are not in the build's hash, but their types and sizes are in the state's
     # layout: the entry points are compiled once per layout the build meets.
     entry_name = f"entry_{layout.tag:016x}"
-    reused = (build / f"{entry_name}.py").exists()
+    natives_path = build / f"{entry_name}.natives.json"  # where each kernel's object code is (see native.py)
+    out = livehost_dir(sources.project_dir)
+    reused = (build / f"{entry_name}.py").exists() and _objects_ok(out, natives_path)
+    folders = {}
     if not reused:
-        folders = {}
         for kernel, text in kernel_texts(sources.built, kernels).items():
-            folders[kernel] = livehost_dir(sources.project_dir) / "kernels" / build_hash(f"{kernel}\0{text}")
+            folders[kernel] = out / "kernels" / build_hash(f"{kernel}\0{text}")
             _folder(folders[kernel], {PATCH_NAME: text})  # the text its entry points are compiled from
-            if not (folders[kernel] / f"{entry_name}.py").exists():
+            if not _objects_ok(out, folders[kernel] / f"{entry_name}.json"):
+                for cached in (folders[kernel] / "__pycache__").glob(f"{entry_name}.*"):
+                    cached.unlink()  # numba compiles it again, and its object code is at hand to write
                 entry = ENTRY_TEMPLATE.format(state_dtype=layout.dtype.descr)
                 entry += KERNEL_TEMPLATE.format(name=kernel, views=KERNEL_VIEWS[kernel][0], args=KERNEL_VIEWS[kernel][1])
                 _write_atomic(folders[kernel] / f"{entry_name}.py", entry)
@@ -811,11 +816,17 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
             BUILD_KERNEL_TEMPLATE.format(name=k, folder=folders[k].name, module=entry_name) for k in kernels))
     t0 = time.perf_counter()
     build_mod = _load(build, entry_name, layout, source, patch_path)
-    addresses = {k: getattr(build_mod, f"{k}_entry").address for k in kernels}
+    if not reused:
+        write_json_atomic(natives_path, {k: _write_object(folders[k] / entry_name, getattr(build_mod, f"{k}_entry"),
+                                                          source, patch_path) for k in kernels})
+    natives = json.loads(natives_path.read_text())
+    # The test run calls the code as a host will: loaded from the object file, not numba's copy.
+    codes = _kept((build, entry_name, "natives"), lambda: {
+        k: native.load(out / n["object"], n["symbol"], n["sha256"]) for k, n in natives.items()})
     seconds = time.perf_counter() - t0
-    for kernel, address in addresses.items():
+    for kernel, code in codes.items():
         try:
-            _entry_run(kernel, address, layout, shape, patch_path, build_mod.patch, report)
+            _entry_run(kernel, code.address, layout, shape, patch_path, build_mod.patch, report)
         except _KernelRaised as raised:
             report({"tested": kernel})  # (compiling again, not test-running)
             _compile_part(sources, "checked", report)  # says what and where; or, if it cannot:
@@ -832,6 +843,7 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
         "project": str(sources.project_dir),
         "build_dir": str(build),
         "kernels": kernels,
+        "natives": natives,
         "state": layout.to_json(),
         "config": config.to_json(),
         "warnings": config.warnings,
@@ -841,6 +853,42 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
         "patch_sha": _text_sha(source),  # what was test-run, and how: a save of settings alone
         "shape": dataclasses.asdict(shape),  # that changes neither needs no run (see _settings_only)
     }
+
+
+def _objects_ok(out: Path, record: Path | dict) -> bool:
+    """Whether the object files *record* names (kernel -> object, symbol, digest; or one
+    kernel's own; or the file that holds it) are there as they were written."""
+    try:
+        recorded = record if isinstance(record, dict) else json.loads(record.read_text())
+        entries = [recorded] if "object" in recorded else list(recorded.values())
+        return all(native.digest((out / e["object"]).read_bytes()) == e["sha256"] for e in entries)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _write_object(stem: Path, entry, source: str, patch_path: str) -> dict:
+    """Write the object code numba just compiled for the cfunc *entry* to ``<stem>.o``, with
+    what it is beside it in ``<stem>.json`` (once: later compiles load the kernel from numba's
+    cache, and this file is of the same compile); return that."""
+    data = entry._library._compiled_object  # numba's, kept to write its cache; None when loaded from it
+    if data is None:
+        return json.loads(stem.with_suffix(".json").read_text())
+    if native.runtime_linked(data):
+        # numba links recursive calls at run time, in the process that compiled them: code loaded
+        # anywhere else (a host, from the cache) would call through a pointer nobody set.
+        name = re.search(rb"\.numba\.unresolved\$_ZN\d+\w*?_patch(\d+)(\w+)", data)
+        name = name[2][:int(name[1])].decode() if name else None
+        raise PatchError(patch_path, name and _line_of(source, f"def {name}", word=True),
+                         f"{name or 'a function'}() calls itself (recursion), directly or through another "
+                         "function: kernels and the functions they call cannot be recursive; write it as a loop")
+    path = stem.with_suffix(".o")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    written = {"object": str(path.relative_to(path.parent.parent.parent)), "symbol": entry.native_name,
+               "sha256": native.digest(data)}
+    write_json_atomic(stem.with_suffix(".json"), written)
+    return written
 
 
 def _kernels_and_layout(namespace: dict, source: str, patch_path: str) -> tuple[list[str], StateLayout]:

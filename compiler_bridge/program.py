@@ -1,8 +1,10 @@
 """Load a compiled build into this process without compiling anything.
 
 A :class:`Program` is what runtimes play: kernel entry addresses (see
-:mod:`compiler_bridge.abi`), the state layout and the resolved config. It
-keeps the build's module alive, since native code holds its addresses.
+:mod:`compiler_bridge.abi`), the state layout and the resolved config. Its
+kernels' machine code is loaded from the object files the compile wrote and
+test-ran (see :mod:`compiler_bridge.native`): no patch code runs here, and
+the code is freed a while after the last program that plays it is dropped.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import numpy as np
 
 from .abi import ABI_VERSION, KERNEL_NAMES
 from .errors import CompiledConfigError
+from .native import NativeCode, load
 from .state import StateLayout
 
-SCHEMA_VERSION = 3  # of compiled.json; 2: paths relative to the .livehost folder; 3: builds shared by saves
-# that change only defaults or settings, one entry module per state layout
+SCHEMA_VERSION = 4  # of compiled.json; 2: paths relative to the .livehost folder; 3: builds shared by saves
+# that change only defaults or settings, one entry module per state layout; 4: kernels loaded from object files
 COMPILED_PATH = Path(".livehost", "compiled.json")  # in a project folder
 
 # What a host needs from a compiled config, and the type of each.
 _REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "build_dir": str, "entry": str,
-             "kernels": list, "state": list, "config": dict}
+             "kernels": list, "natives": dict, "state": list, "config": dict}
+_NATIVE = {"object": str, "symbol": str, "sha256": str}  # natives.<kernel>: its object file in .livehost/
 _REQUIRED_CONFIG = {"selected_runtime": int, "tempo_bpm": (int, float), "runtime_settings": list}
 _STATE_FIELD = {"name", "dtype", "shape", "default"}
 
@@ -78,6 +82,12 @@ def check_compiled(data: object, where: str = "compiled config") -> None:
         raise CompiledConfigError(f"{where}: entry {data['entry']!r} is not a module name")
     if unknown := [k for k in data["kernels"] if k not in KERNEL_NAMES]:
         raise CompiledConfigError(f"{where}: unknown kernels {unknown!r} (known: {', '.join(KERNEL_NAMES)})")
+    for kernel in data["kernels"]:
+        if not isinstance(data["natives"].get(kernel), dict):
+            raise CompiledConfigError(f"{where}: natives.{kernel} is missing")
+        _check_keys(data["natives"][kernel], _NATIVE, where, f"natives.{kernel}.")
+        if Path(data["natives"][kernel]["object"]).is_absolute() or ".." in Path(data["natives"][kernel]["object"]).parts:
+            raise CompiledConfigError(f"{where}: natives.{kernel}.object must lie inside the .livehost folder")
     if not all(isinstance(f, dict) and _STATE_FIELD <= f.keys() for f in data["state"]):
         raise CompiledConfigError(f"{where}: every state field needs {', '.join(sorted(_STATE_FIELD))}")
 
@@ -87,7 +97,7 @@ def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
         raise CompiledConfigError(f"{where}: missing keys: {', '.join(missing)}")
     for key, expected in required.items():
         value = data[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise CompiledConfigError(f"{where}: {prefix}{key} is {type(value).__name__}, expected {names}")
 
@@ -124,27 +134,25 @@ class Program:
     kernels: dict[str, int]  # kernel name -> native entry address
     config: dict
     compiled: dict = field(repr=False)
-    module: ModuleType = field(repr=False)
+    natives: dict[str, NativeCode] = field(repr=False)  # what keeps those addresses valid
 
     @classmethod
     def from_compiled(cls, compiled: dict, playing: "Program | None" = None) -> "Program":
         """Load what *compiled* names; an invalid config, or a build that is gone, raises CompiledConfigError.
 
-        When *playing* plays the same build (a save that changed only defaults
-        or settings), its loaded module serves: nothing is loaded again.
+        When *playing* plays the same code (a save that changed only defaults
+        or settings), its loaded code serves: nothing is loaded again.
         """
         check_compiled(compiled)
-        build_dir = Path(compiled["build_dir"])
-        entry = compiled["entry"]
-        if playing is not None and (Path(playing.compiled["build_dir"]), playing.compiled["entry"]) == (build_dir, entry):
-            module = playing.module
-        elif not (build_dir / f"{entry}.py").is_file():  # pruned or deleted since it was compiled
-            raise CompiledConfigError(f"{build_dir}: build folder is gone; compile the project again")
+        folder = Path(compiled["build_dir"]).parent.parent  # .livehost
+        wanted = {k: compiled["natives"][k] for k in compiled["kernels"]}
+        if playing is not None and {k: playing.compiled["natives"].get(k) for k in wanted} == wanted \
+                and Path(playing.compiled["build_dir"]).parent.parent == folder:
+            natives = {k: playing.natives[k] for k in wanted}
         else:
-            module = load_build(build_dir, entry)
-        kernels = {k: getattr(module, f"{k}_entry").address for k in compiled["kernels"]}
-        return cls(compiled["source_hash"], StateLayout.from_json(compiled["state"]), kernels,
-                   compiled["config"], compiled, module)
+            natives = {k: _load_native(folder / n["object"], n) for k, n in wanted.items()}
+        return cls(compiled["source_hash"], StateLayout.from_json(compiled["state"]),
+                   {k: code.address for k, code in natives.items()}, compiled["config"], compiled, natives)
 
     @property
     def project_dir(self) -> Path:
@@ -159,3 +167,15 @@ class Program:
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
+
+
+def _load_native(path: Path, entry: dict) -> NativeCode:
+    try:
+        return load(path, entry["symbol"], entry["sha256"])
+    except FileNotFoundError:  # pruned or deleted since it was compiled
+        raise CompiledConfigError(f"{path}: the build is gone; compile the project again") from None
+    except OSError as exc:
+        raise CompiledConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (ValueError, RuntimeError) as exc:  # a changed file (its digest), or LLVM refused it
+        raise CompiledConfigError(f"{path}: cannot load: {exc}; compile the project again") from None
+

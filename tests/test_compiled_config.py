@@ -18,7 +18,10 @@ def valid(tmp_path) -> dict:
     return {"schema_version": SCHEMA_VERSION, "abi_version": ABI_VERSION, "source_hash": "0123456789abcdef",
             "project": str(tmp_path), "build_dir": str(tmp_path / ".livehost" / "build" / "0123456789abcdef"),
             "entry": "entry_00000000000000ff",
-            "kernels": ["midi"], "state": [{"name": "step", "dtype": "<i8", "shape": [], "default": 0, "offset": 0}],
+            "kernels": ["midi"],
+            "natives": {"midi": {"object": "kernels/89abcdef01234567/entry_00000000000000ff.o", "symbol": "cfunc.midi",
+                                 "sha256": "0" * 64}},
+            "state": [{"name": "step", "dtype": "<i8", "shape": [], "default": 0, "offset": 0}],
             "config": {"name": "t", "selected_runtime": 0, "tempo_bpm": 120.0,
                        "runtime_settings": [{"runtime": "logic"}]},
             "warnings": []}
@@ -57,10 +60,10 @@ def edited(**changes):
 
 
 BAD = [
-    (edited(schema_version=1), "written by another livehost (schema 1, ABI 1; this one reads schema 3, ABI 1): "
-                               "compile the project again"),
+    (edited(schema_version=1), f"written by another livehost (schema 1, ABI 1; this one reads schema {SCHEMA_VERSION}, "
+                               "ABI 1): compile the project again"),
     (edited(entry="../../elsewhere"), "entry '../../elsewhere' is not a module name"),
-    (edited(abi_version=99), "written by another livehost (schema 3, ABI 99;"),
+    (edited(abi_version=99), f"written by another livehost (schema {SCHEMA_VERSION}, ABI 99;"),
     (edited(build_dir=None, state=None), "missing keys: build_dir, state"),
     (edited(config_runtime_settings=None), "missing keys: config.runtime_settings"),
     (edited(kernels="audio"), "kernels is str, expected list"),
@@ -70,6 +73,13 @@ BAD = [
     (edited(config_tempo_bpm="fast"), "config.tempo_bpm is str, expected int or float"),
     (edited(kernels=["audio", "video"]), "unknown kernels ['video'] (known: audio, midi)"),
     (edited(state=[{"name": "step"}]), "every state field needs default, dtype, name, shape"),
+    (edited(natives={}), "natives.midi is missing"),
+    (edited(natives={"midi": {"object": "x.o", "symbol": "s"}}), "missing keys: natives.midi.sha256"),
+    (edited(natives={"midi": {"object": "x.o", "symbol": 3, "sha256": ""}}), "natives.midi.symbol is int, expected str"),
+    (edited(natives={"midi": {"object": "../../x.o", "symbol": "s", "sha256": ""}}),
+     "natives.midi.object must lie inside the .livehost folder"),
+    (edited(natives={"midi": {"object": "/tmp/x.o", "symbol": "s", "sha256": ""}}),
+     "natives.midi.object must lie inside the .livehost folder"),
 ]
 
 
@@ -109,7 +119,7 @@ def test_a_missing_file_is_refused_and_is_a_host_error_and_a_value_error(tmp_pat
 def test_program_refuses_a_bad_config_and_a_build_that_is_gone(tmp_path):
     with pytest.raises(CompiledConfigError, match="^compiled config: missing keys: source_hash"):
         Program.from_compiled({k: v for k, v in valid(tmp_path).items() if k != "source_hash"})
-    with pytest.raises(CompiledConfigError, match="build folder is gone; compile the project again"):
+    with pytest.raises(CompiledConfigError, match="entry_00000000000000ff.o: the build is gone; compile the project again"):
         Program.from_compiled(valid(tmp_path))
 
 
