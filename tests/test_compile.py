@@ -1,7 +1,6 @@
 """Compiling: immutable builds, test runs, file:line errors, last good kept."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.worker import CompileWorker
 
 def kernel_builds(compiled: dict) -> list[Path]:
-    """The kernel builds a build's entry module takes its entry points from."""
-    text = (Path(compiled["build_dir"]) / f"{compiled['entry']}.py").read_text()
-    return [Path(compiled["build_dir"]).parent.parent / "kernels" / name
-            for name in re.findall(r"_kernels / '([0-9a-f]+)'", text)]
+    """The kernel builds whose object files a build's entry points are."""
+    lh = Path(compiled["build_dir"]).parent.parent
+    return [(lh / compiled["natives"][k]["object"]).parent for k in compiled["kernels"]]
 
 
 SINE_HEAD = "import math\n\n\nclass State:\n    freq_hz = 440.0\n\n\n"
@@ -38,10 +36,12 @@ def test_compile_writes_an_immutable_build(project):
     assert (build / "patch.py").read_text() == compiled_text
     assert numbers == (("_audio_0", 2.0), ("_audio_1", 2.0), ("_audio_2", 2.0))
     assert compiled_text.count("\n") == (sine / "patch.py").read_text().count("\n")
-    # each kernel's entry point comes from a kernel build, numba's cache inside
+    # each kernel's entry point comes from a kernel build: an object file, what it is beside it
     (kernel,) = kernel_builds(compiled)
     assert kernel.parent == lh / "kernels" and (kernel / "patch.py").read_text() == compiled_text
-    assert any(p.suffix == ".nbc" for p in (kernel / "__pycache__").iterdir())
+    obj = kernel / f"{compiled['entry']}.o"
+    assert obj.read_bytes()[:4] == b"\x7fELF" and compiled["natives"]["audio"]["object"] == str(obj.relative_to(lh))
+    assert json.loads((kernel / f"{compiled['entry']}.json").read_text()) == compiled["natives"]["audio"]
     assert compiled["kernels"] == ["audio"]
     assert [f["name"] for f in compiled["state"]] == ["freq_hz", "gain", "phase", "_audio_0", "_audio_1", "_audio_2"]
     assert compiled["config"]["runtime_settings"][0]["crossfade_ms"] == 10.0
@@ -54,7 +54,7 @@ def test_identical_projects_each_get_their_own_cached_build(project):
     assert a["source_hash"] == b["source_hash"] and a["build_dir"] != b["build_dir"]
     for compiled in (a, b):
         (kernel,) = kernel_builds(compiled)
-        assert any(p.suffix == ".nbc" for p in (kernel / "__pycache__").iterdir())
+        assert (kernel / f"{compiled['entry']}.o").is_file() and kernel.parent.parent == Path(compiled["build_dir"]).parent.parent
         assert Program.from_compiled(compiled).kernels["audio"] > 0
 
 
@@ -276,10 +276,9 @@ def test_a_killed_host_leaves_no_worker_and_no_compile_behind(project):
     wait_for(lambda: gone(worker_pid) and gone(child), TEST_RUN_TIMEOUT_S / 2)
 
 
-def _numba_cache(compiled: dict) -> dict[str, float]:
-    """numba's cache files of *compiled*'s kernel builds, with their times."""
-    return {f"{k.name}/{p.name}": p.stat().st_mtime_ns for k in kernel_builds(compiled)
-            for p in (k / "__pycache__").iterdir() if p.suffix in (".nbi", ".nbc")}
+def _written(compiled: dict) -> dict[str, float]:
+    """The files of *compiled*'s kernel builds, with their times."""
+    return {f"{k.name}/{p.name}": p.stat().st_mtime_ns for k in kernel_builds(compiled) for p in k.rglob("*")}
 
 
 TWO_KERNELS = '''\
@@ -312,7 +311,7 @@ def test_a_kernel_whose_code_did_not_change_is_not_compiled_again(project):
     patch.write_text(TWO_KERNELS)
     first = compile_project(sine)
     audio, midi = kernel_builds(first)
-    cache = _numba_cache(first)
+    cache = _written(first)
 
     # audio's code only (an int: the state's layout, which every entry point knows, stays as it was)
     patch.write_text(TWO_KERNELS.replace("math.sin(s.phase)", "math.sin(s.phase + 0)"))
@@ -320,8 +319,8 @@ def test_a_kernel_whose_code_did_not_change_is_not_compiled_again(project):
     new_audio, same_midi = kernel_builds(edited)
     assert not edited["reused_build"] and edited["build"] != first["build"]
     assert new_audio != audio and same_midi == midi
-    assert {k: v for k, v in _numba_cache(edited).items() if k.startswith(midi.name)} == {
-        k: v for k, v in cache.items() if k.startswith(midi.name)}  # midi's entry point loaded from its cache
+    assert {k: v for k, v in _written(edited).items() if k.startswith(midi.name)} == {
+        k: v for k, v in cache.items() if k.startswith(midi.name)}  # midi's entry point: its object file as it was
     assert Program.from_compiled(edited).kernels.keys() == {"audio", "midi"}
 
     patch.write_text(TWO_KERNELS.replace("import math\n", "import math\n\nBASE = 60\n"))  # shared code: both
@@ -334,7 +333,7 @@ def test_saves_of_defaults_or_settings_reuse_the_build_and_compile_nothing(proje
     patch, toml = sine / "patch.py", sine / "livehost.toml"
     source = patch.read_text()
     first = compile_project(sine)
-    cache = _numba_cache(first)
+    cache = _written(first)
     assert not first["reused_build"] and cache
 
     patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 660.0"))
@@ -344,7 +343,7 @@ def test_saves_of_defaults_or_settings_reuse_the_build_and_compile_nothing(proje
     for compiled in (default, settings):
         assert compiled["reused_build"] and (compiled["build"], compiled["entry"]) == (first["build"], first["entry"])
         assert compiled["source_hash"] != first["source_hash"]
-    assert _numba_cache(first) == cache  # nothing was compiled, nothing written
+    assert _written(first) == cache  # nothing was compiled, nothing written
     assert [f["default"] for f in default["state"]][0] == 660.0
     assert settings["config"]["runtime_settings"][0]["crossfade_ms"] == 25.0
     # the patch's very text was test-run, and a test run would feed it the same: nothing ran at all

@@ -61,8 +61,8 @@ def test_an_object_file_changed_since_the_compile_is_refused_with_its_path(tmp_p
     obj.unlink()
     with pytest.raises(CompiledConfigError, match="the build is gone"):
         Program.from_compiled(read_compiled(folder))
-    compile_project(folder)  # the next compile writes it again
-    assert obj.read_bytes() == good or Program.from_compiled(read_compiled(folder)).kernels["audio"]
+    compile_project(folder)  # the next compile makes it again
+    assert obj.is_file() and Program.from_compiled(read_compiled(folder)).kernels["audio"]
 
 
 @pytest.mark.parametrize("helpers, named", [
@@ -92,8 +92,7 @@ import gc, json, sys, time
 from pathlib import Path
 import numpy as np
 from compiler_bridge import abi, native
-from compiler_bridge.program import Program, load_build, read_compiled
-from compiler_bridge.state import StateLayout
+from compiler_bridge.program import Program, read_compiled
 
 def rss_mb():
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
@@ -103,15 +102,18 @@ compiled = [read_compiled(Path(f)) for f in folders]
 ctx = abi.new_context(sample_rate=48000, block_frames=256, channels_out=2)
 out, ev = np.zeros((256, 2), np.float32), abi.new_events()
 
+kept = []  # the control keeps every program it loaded, as a host that never freed code did
+
+
 def play_once(c):
-    if way == "ours":
-        program = Program.from_compiled(c)
-        address, state = program.kernels["audio"], program.new_state()
-    else:  # the control: the same build loaded by numba, as hosts did before
-        module = load_build(Path(c["build_dir"]), c["entry"])
-        address, state = module.audio_entry.address, StateLayout.from_json(c["state"]).defaults()
-    assert abi.KERNEL_CFUNCTYPE(address)(state.ctypes.data, ctx.ctypes.data, 0, out.ctypes.data, ev.ctypes.data) == 1
+    program = Program.from_compiled(c)
+    if way == "kept":
+        kept.append(program)
+    state = program.new_state()
+    assert abi.KERNEL_CFUNCTYPE(program.kernels["audio"])(state.ctypes.data, ctx.ctypes.data, 0, out.ctypes.data,
+                                                           ev.ctypes.data) == 1
     return float(np.abs(out).max())
+
 
 peaks = [play_once(c) for c in compiled]
 # Warm-up: as long as dropped code waits before it is freed, so as many wait as ever will.
@@ -132,9 +134,10 @@ print(json.dumps({"way": way, "loads": rounds * len(compiled), "start_mb": round
 
 
 def test_builds_that_no_longer_play_give_their_memory_back(tmp_path):
-    """Hundreds of loads of distinct builds, each dropped after it played: the
+    """Over a thousand loads of distinct builds, each dropped after it played: the
     process's memory stays where it was. The control, in the same run: the
-    same loads through numba (the way builds were loaded before) grow it."""
+    same loads, each program kept (as numba, which loaded builds before,
+    keeps all it loads) grow it."""
     folders = []
     for k in range(8):
         folder = _sine(tmp_path, f"b{k}", SINE.replace("step = 2.0", f"step = {k + 2} / 2 * 2.0"))
@@ -144,13 +147,13 @@ def test_builds_that_no_longer_play_give_their_memory_back(tmp_path):
     script.write_text(LOAD_LOOP)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     figures = {}
-    for way in ("ours", "numba"):
+    for way in ("dropped", "kept"):
         run = subprocess.run([sys.executable, str(script), way, "150", *folders], capture_output=True, text=True,
                              env=env, timeout=600)
         assert run.returncode == 0, run.stderr[-2000:]
         figures[way] = json.loads(run.stdout.strip().splitlines()[-1])
     print(f"loads and memory: {figures}")
-    ours, control = figures["ours"], figures["numba"]
+    ours, control = figures["dropped"], figures["kept"]
     assert ours["peaks"] == control["peaks"] and min(ours["peaks"]) > 0.1  # the same code played both ways
     assert ours["grew_mb"] < 3.0, figures
     assert control["grew_mb"] > 10.0, figures  # the measurement sees a leak where there is one
