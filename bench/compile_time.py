@@ -1,5 +1,8 @@
 """Compile times of examples/sine: cold and warm, in the worker, and the
-host's load of a finished build, measured side by side in one run.
+host's load of a finished build, measured side by side in one run; and
+numba's floor: the sine kernel alone compiled by numba in a warm process
+(no entry point, bounds checks, test run or process), what a code edit can
+never be faster than.
 
 Prints one JSON object on its last line.
 """
@@ -29,6 +32,23 @@ for path in sys.argv[1:]:
     Program.from_compiled(read_compiled(path))
     times.append(time.perf_counter() - t0)
 print(json.dumps(times))
+"""
+FLOOR_SNIPPET = """
+import json, sys, time
+import numba, numpy as np
+from numba import types
+from compiler_bridge.abi import CTX_DTYPE
+source, rounds = open(sys.argv[1]).read(), int(sys.argv[2])
+state = numba.from_dtype(np.dtype([("freq_hz", "f8"), ("gain", "f8"), ("phase", "f8")], align=True))
+signature = types.void(state, numba.from_dtype(CTX_DTYPE), types.float32[:, :], types.float32[:, ::1])
+times = []
+for k in range(rounds + 1):  # the first warms numba up
+    namespace = {}
+    exec(compile(source.replace("step = 2.0", f"step = ({1000 + k} / 1000) * 2.0"), f"patch{k}.py", "exec"), namespace)
+    t0 = time.perf_counter()
+    numba.njit(signature, nogil=True, error_model="numpy")(namespace["audio"])
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times[1:]))
 """
 
 
@@ -89,6 +109,11 @@ def main(rounds: int = 10) -> dict:
             if out.returncode:
                 raise SystemExit(out.stderr)
             loads.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    out = subprocess.run([sys.executable, "-c", FLOOR_SNIPPET, str(ROOT / "examples" / "sine" / "patch.py"),
+                          str(rounds)], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    floor = statistics.median(json.loads(out.stdout.strip().splitlines()[-1]))
     figures = {
         "worker_start_s": round(start_s, 3),
         "cold_compile_s": round(cold.seconds, 3),
@@ -96,6 +121,8 @@ def main(rounds: int = 10) -> dict:
         "code_edit_compile_s": round(statistics.median(code), 3),
         "code_edit_compile_no_spare_s": round(statistics.median(code_no_spare), 3),
         "spare_vs_no_spare_ratio": round(statistics.median(code) / statistics.median(code_no_spare), 3),
+        "numba_floor_s": round(floor, 3),
+        "code_edit_vs_numba_floor_ratio": round(statistics.median(code) / floor, 3),
         "host_first_load_s": round(statistics.median(x[0] for x in loads), 4),
         "host_load_s": round(statistics.median(x[1] for x in loads), 4),
         "warm_vs_cold_ratio": round(statistics.median(warm) / cold.seconds, 3),
@@ -106,6 +133,7 @@ def main(rounds: int = 10) -> dict:
     print(f"a default edit's compile (median)     {figures['warm_compile_s']:.3f} s")
     print(f"a code edit's compile (median)        {figures['code_edit_compile_s']:.3f} s")
     print(f"... by a worker with no spare child   {figures['code_edit_compile_no_spare_s']:.3f} s")
+    print(f"numba alone, the kernel (median)      {figures['numba_floor_s']:.3f} s")
     print(f"host: first kernel load in a process  {figures['host_first_load_s']:.4f} s")
     print(f"host: a later build's load            {figures['host_load_s']:.4f} s")
     print(json.dumps(figures))

@@ -103,15 +103,15 @@ def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
 
 
 def load_build(build_dir: Path, module: str = "entry") -> ModuleType:
-    """Import ``<build_dir>/<module>.py`` (``entry``, or ``checked`` for a test run) as a module of its own.
+    """Import ``<build_dir>/<module>.py`` (a kernel's entry point, or ``checked`` for a test run) as a module of its own.
 
-    Its numba code loads from numba's cache in the build folder when the
-    compile already built it. numba's cache records the module's name: it is
-    derived from the build folder's name (its hash) alone, so a copied or
-    moved project (its cache included) loads its own build under the same
-    name. The module is registered in ``sys.modules`` only while it loads:
-    each load is separate, and a build that no longer plays is freed with its
-    Program.
+    The compile's child does this: numba compiles what the module defines
+    (the checked kernels load from numba's cache when they were compiled
+    before). numba's cache records the module's name: it is derived from the
+    folder's name (its hash) alone, so a copied or moved project (its cache
+    included) loads its own build under the same name. The module is
+    registered in ``sys.modules`` only while it loads: each load is separate.
+    Hosts never import a build: they load its object files (see :class:`Program`).
     """
     name = f"livehost_{module}_{Path(build_dir).name}"
     spec = importlib.util.spec_from_file_location(name, Path(build_dir) / f"{module}.py")
