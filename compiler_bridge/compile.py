@@ -857,6 +857,8 @@ def _write_object(stem: Path, entry, source: str, patch_path: str) -> None:
     """Write the object code numba just compiled for the cfunc *entry* to ``<stem>.o``, and
     what it is (its path in ``.livehost/``, symbol and digest) to ``<stem>.json``."""
     data = entry._library._compiled_object  # what numba's code generator made (kept for a cache)
+    if not data:
+        raise RuntimeError(f"numba kept no object code of {entry.native_name}")
     if native.runtime_linked(data):
         # numba links recursive calls at run time, in the process that compiled them: code loaded
         # anywhere else (a host, from the cache) would call through a pointer nobody set.

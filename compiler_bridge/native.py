@@ -3,11 +3,10 @@
 numba loads every build it is asked for into one process-wide engine and
 never unloads it: a host that loaded a build per save grew by about 55 KB a
 build (55 MB over 1,000), and ran each build's top-level patch code as it
-imported it. So a build's kernels are kept as object files beside their
-numba caches (the compile writes them, see :mod:`compiler_bridge.compile`),
-and a host loads each into an LLVM MCJIT engine of its own: no patch code
-runs, and when no program refers to the code any more its engine is closed
-and its memory given back.
+imported it. So the compile writes each kernel's entry point as an object
+file (see :mod:`compiler_bridge.compile`), and a host loads each into an LLVM
+MCJIT engine of its own: no patch code runs, and when no program refers to
+the code any more its engine is closed and its memory given back.
 
 An engine is never closed as its last owner goes: it is queued, and closed
 by a later :func:`load` (the host's thread, at its next load) once it has

@@ -97,7 +97,7 @@ def _check_keys(data: dict, required: dict, where: str, prefix: str) -> None:
         raise CompiledConfigError(f"{where}: missing keys: {', '.join(missing)}")
     for key, expected in required.items():
         value = data[key]
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        if not isinstance(value, expected) or isinstance(value, bool):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise CompiledConfigError(f"{where}: {prefix}{key} is {type(value).__name__}, expected {names}")
 
