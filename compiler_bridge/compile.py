@@ -808,7 +808,7 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
     natives = json.loads(natives_path.read_text())
     # The test run calls the code as a host will: loaded from its object file.
     codes = _kept((build, entry_name, "natives"), lambda: {
-        k: native.load(out / n["object"], n["symbol"], n["sha256"]) for k, n in natives.items()})
+        k: native.load(out / n["object"], n["symbol"], n["sha256"], n["target"]) for k, n in natives.items()})
     patch_mod = types.SimpleNamespace(**namespace)  # (the lines of its kernels)
     seconds = time.perf_counter() - t0
     for kernel, code in codes.items():
@@ -844,11 +844,12 @@ def _compile_part(sources: _Sources, part: str, report) -> dict | None:
 
 def _objects_ok(out: Path, record: Path | dict) -> bool:
     """Whether the object files *record* names (kernel -> object, symbol, digest; or one
-    kernel's own; or the file that holds it) are there as they were written."""
+    kernel's own; or the file that holds it) are there as they were written, for this CPU."""
     try:
         recorded = record if isinstance(record, dict) else json.loads(record.read_text())
         entries = [recorded] if "object" in recorded else list(recorded.values())
-        return all(native.digest((out / e["object"]).read_bytes()) == e["sha256"] for e in entries)
+        return all(e["target"] == native.target() and native.digest((out / e["object"]).read_bytes()) == e["sha256"]
+                   for e in entries)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -872,7 +873,7 @@ def _write_object(stem: Path, entry, source: str, patch_path: str) -> None:
     tmp.write_bytes(data)
     tmp.replace(path)
     written = {"object": str(path.relative_to(path.parent.parent.parent)), "symbol": entry.native_name,
-               "sha256": native.digest(data)}
+               "sha256": native.digest(data), "target": native.target()}
     write_json_atomic(stem.with_suffix(".json"), written)
 
 

@@ -33,11 +33,25 @@ _RUNTIME_LINKED = b".numba.unresolved$"
 _retired: deque = deque()  # (when, engine), appended by finalizers in whatever thread collects
 _lock = threading.Lock()
 _ready = False
+_target: str | None = None
 
 
 def runtime_linked(data: bytes) -> bool:
     """Whether object code calls functions numba links at run time (recursion): it cannot load here."""
     return _RUNTIME_LINKED in data
+
+
+def target() -> str:
+    """The CPU this process's numba compiles for (its name and features): object code
+    compiled for one runs here only if this is the same (``NUMBA_CPU_NAME`` included)."""
+    global _target
+    if _target is None:
+        _prepare()
+        from numba.core.registry import cpu_target
+
+        codegen = cpu_target.target_context.codegen()
+        _target = f"{codegen._get_host_cpu_name()} {codegen._get_host_cpu_features()}"
+    return _target
 
 
 def digest(data: bytes) -> str:
@@ -74,13 +88,17 @@ class NativeCode:
         weakref.finalize(self, _retire, engine)
 
 
-def load(path: Path, symbol: str, sha256: str | None = None) -> NativeCode:
+def load(path: Path, symbol: str, sha256: str | None = None, compiled_for: str | None = None) -> NativeCode:
     """Load the object file at *path* and find *symbol* in it.
 
     With *sha256*, the file must have that digest (what the compile wrote and
     test-ran): a file changed or cut short since is refused, never loaded.
+    With *compiled_for* (its :func:`target`), code for another CPU is refused.
     Raises ``OSError`` when unreadable and ``ValueError`` otherwise.
     """
+    if compiled_for is not None and compiled_for != target():
+        raise ValueError(f"it was compiled for another CPU ({compiled_for.split()[0]}; this one is "
+                         f"{target().split()[0]} or has other features)")
     data = Path(path).read_bytes()
     if sha256 is not None and digest(data) != sha256:
         raise ValueError("its contents are not what the compile wrote (changed or cut short since)")

@@ -30,7 +30,8 @@ COMPILED_PATH = Path(".livehost", "compiled.json")  # in a project folder
 # What a host needs from a compiled config, and the type of each.
 _REQUIRED = {"schema_version": int, "abi_version": int, "source_hash": str, "build_dir": str, "entry": str,
              "kernels": list, "natives": dict, "state": list, "config": dict}
-_NATIVE = {"object": str, "symbol": str, "sha256": str}  # natives.<kernel>: its object file in .livehost/
+_NATIVE = {"object": str, "symbol": str, "sha256": str, "target": str}  # natives.<kernel>: its object file in
+# .livehost/, what it defines, its digest and the CPU it was compiled for
 _REQUIRED_CONFIG = {"selected_runtime": int, "tempo_bpm": (int, float), "runtime_settings": list}
 _STATE_FIELD = {"name", "dtype", "shape", "default"}
 
@@ -171,7 +172,7 @@ class Program:
 
 def _load_native(path: Path, entry: dict) -> NativeCode:
     try:
-        return load(path, entry["symbol"], entry["sha256"])
+        return load(path, entry["symbol"], entry["sha256"], entry["target"])
     except FileNotFoundError:  # pruned or deleted since it was compiled
         raise CompiledConfigError(f"{path}: the build is gone; compile the project again") from None
     except OSError as exc:

@@ -10,6 +10,7 @@ import pytest
 
 from compiler_bridge.abi import ABI_VERSION
 from compiler_bridge.errors import CompiledConfigError, HostError
+from compiler_bridge.native import target
 from compiler_bridge.program import SCHEMA_VERSION, Program, on_disk, read_compiled
 from host import Host
 
@@ -20,7 +21,7 @@ def valid(tmp_path) -> dict:
             "entry": "entry_00000000000000ff",
             "kernels": ["midi"],
             "natives": {"midi": {"object": "kernels/89abcdef01234567/entry_00000000000000ff.o", "symbol": "cfunc.midi",
-                                 "sha256": "0" * 64}},
+                                 "sha256": "0" * 64, "target": target()}},
             "state": [{"name": "step", "dtype": "<i8", "shape": [], "default": 0, "offset": 0}],
             "config": {"name": "t", "selected_runtime": 0, "tempo_bpm": 120.0,
                        "runtime_settings": [{"runtime": "logic"}]},
@@ -75,10 +76,11 @@ BAD = [
     (edited(state=[{"name": "step"}]), "every state field needs default, dtype, name, shape"),
     (edited(natives={}), "natives.midi is missing"),
     (edited(natives={"midi": {"object": "x.o", "symbol": "s"}}), "missing keys: natives.midi.sha256"),
-    (edited(natives={"midi": {"object": "x.o", "symbol": 3, "sha256": ""}}), "natives.midi.symbol is int, expected str"),
-    (edited(natives={"midi": {"object": "../../x.o", "symbol": "s", "sha256": ""}}),
+    (edited(natives={"midi": {"object": "x.o", "symbol": 3, "sha256": "", "target": ""}}),
+     "natives.midi.symbol is int, expected str"),
+    (edited(natives={"midi": {"object": "../../x.o", "symbol": "s", "sha256": "", "target": ""}}),
      "natives.midi.object must lie inside the .livehost folder"),
-    (edited(natives={"midi": {"object": "/tmp/x.o", "symbol": "s", "sha256": ""}}),
+    (edited(natives={"midi": {"object": "/tmp/x.o", "symbol": "s", "sha256": "", "target": ""}}),
      "natives.midi.object must lie inside the .livehost folder"),
 ]
 
