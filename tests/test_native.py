@@ -9,11 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from compiler_bridge import native
 from compiler_bridge.compile import compile_project
@@ -42,7 +42,6 @@ def test_loading_a_build_runs_no_patch_code_and_plays_it(tmp_path):
     program = Program.from_compiled(read_compiled(folder))
     render(program, tmp_path / "out.wav", 0.1)
     assert marks.read_text().split() == ran_in  # loading and playing ran nothing of it here
-    import soundfile
     x, rate = soundfile.read(tmp_path / "out.wav")
     crossings = np.count_nonzero(np.diff(np.signbit(x[:, 0])))
     assert rate == 48000 and abs(crossings - 2 * 440 * 0.1) <= 2  # a 440 Hz sine
@@ -95,7 +94,7 @@ def test_a_recursive_function_in_a_kernel_is_refused_with_its_line(tmp_path, hel
     loading that code would call through a pointer nobody set (it crashed before)."""
     call = "fib(3)" if named == "fib" else "(1 if even(4) else 0)"
     patch = ("import math\n\nimport numba\n\n\n"
-             + textwrap.indent(helpers, "").replace("def ", "@numba.njit\ndef ")
+             + helpers.replace("def ", "@numba.njit\ndef ")
              + "\n\n" + SINE.split("import math\n", 1)[1].replace("step = 2.0", f"step = {call} * 2.0"))
     folder = _sine(tmp_path, patch=patch)
     with pytest.raises(PatchError) as err:
