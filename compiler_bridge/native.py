@@ -18,20 +18,19 @@ margin on top of that, not what makes it safe.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import weakref
 from collections import deque
 from pathlib import Path
 
 import llvmlite.binding as llvm
+from numba.core.compiler_lock import global_compiler_lock
 
 RETIRE_AFTER_S = 2.0
 # numba links a recursive call (a function calling itself, or two calling each other) at run
 # time, through a pointer its process-wide engine fills in: such code cannot be loaded here.
 _RUNTIME_LINKED = b".numba.unresolved$"
 _retired: deque = deque()  # (when, engine), appended by finalizers in whatever thread collects
-_lock = threading.Lock()
 _ready = False
 _target: str | None = None
 
@@ -70,18 +69,18 @@ class NativeCode:
         if runtime_linked(data):
             raise ValueError("its code calls recursive functions, which numba links at run time")
         _prepare()
-        _close_retired()
-        engine = llvm.create_mcjit_compiler(_empty_module(), _target_machine())
-        try:
-            engine.add_object_file(llvm.ObjectFileRef.from_data(data))
-            engine.finalize_object()
-            address = engine.get_function_address(symbol)
-        except BaseException:
-            engine.close()
-            raise
-        if not address:
-            engine.close()
-            raise ValueError(f"the object code defines no {symbol!r}")
+        with global_compiler_lock:  # numba's: LLVM's global context serves one thread at a time
+            _close_retired()
+            engine = llvm.create_mcjit_compiler(_empty_module(), _target_machine())
+            try:
+                engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+                engine.finalize_object()
+                address = engine.get_function_address(symbol)
+                if not address:
+                    raise ValueError(f"the object code defines no {symbol!r}")
+            except BaseException:
+                engine.close()
+                raise
         self.address = address
         self.symbol = symbol
         self.size = len(data)
@@ -114,11 +113,11 @@ def _retire(engine) -> None:
     _retired.append((time.monotonic(), engine))
 
 
-def _close_retired(now: float | None = None) -> None:
-    now = time.monotonic() if now is None else now
-    with _lock:
-        while _retired and now - _retired[0][0] >= RETIRE_AFTER_S:
-            _retired.popleft()[1].close()
+def _close_retired() -> None:
+    """Close the engines unused for RETIRE_AFTER_S (the caller holds numba's compiler lock)."""
+    now = time.monotonic()
+    while _retired and now - _retired[0][0] >= RETIRE_AFTER_S:
+        _retired.popleft()[1].close()
 
 
 def _prepare() -> None:
