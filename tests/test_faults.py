@@ -204,9 +204,10 @@ def counter_project(project):
     return proj
 
 
-def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray, float, list[int]]:
-    """Record livehost's two PortAudio outputs; return the frames, when they were connected, and where
-    the server's xruns were noticed (the take's frame counts).
+def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray, float, list[int], bool]:
+    """Record livehost's two PortAudio outputs; return the frames, when they were connected, where
+    the server's xruns were noticed (the take's frame counts), and whether the capture, once started,
+    had to wait for livehost's ports (else they were there first: the connection time is the capture's).
 
     A client late in a cycle (the capture's Python callback, now and then, on
     this non-real-time server; most often as clients join a server just
@@ -217,6 +218,7 @@ def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray,
     for attempt in range(ATTEMPTS):
         cap = CaptureProcess(2, tmp_path)
         try:
+            waited = len(cap.ports("^PortAudio:out_")) < 2
             wait_for(lambda: len(cap.ports("^PortAudio:out_")) == 2, START_S, 0.1)
             for src, dst in zip(sorted(cap.ports("^PortAudio:out_")), cap.info["inputs"]):
                 cap.connect(src, dst)
@@ -232,7 +234,7 @@ def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray,
                 print(f"\n(xruns reached most of the take: another one, attempt {attempt + 2})")
                 continue
             if report["cycles"] or not server.hung(cap.info["client"]):
-                return np.load(path), connected, xruns
+                return np.load(path), connected, xruns, waited
             print(f"\n(the capture client hung in the JACK server: another one, attempt {attempt + 2})")
         finally:
             cap.close()
@@ -262,21 +264,25 @@ def test_audio_resumes_with_its_state_after_the_jack_server_is_killed_and_restar
     lh = livehost(counter_project, "audio", jack_server)
     lh.wait_for("Successfully initialized runtime: audio")
     time.sleep(2.0)  # the counter gets well past what plays after the restart before the capture listens
-    before, _, xruns_before = _record(jack_server, tmp_path, "before")
+    before, _, xruns_before, _ = _record(jack_server, tmp_path, "before")
     jack_server.kill()
     lh.wait_for(LOST)
     restarted = jack_server.start()
-    after, connected, xruns_after = _record(jack_server, tmp_path, "after")  # a capture started once the server is up
-    heard = connected - restarted
+    after, connected, xruns_after, waited = _record(jack_server, tmp_path, "after")  # a capture started once the
+    heard = connected - restarted  # server is up
     resumed = lh.wait_for(BACK)["time"] - restarted
     assert "PortAudio:out_0\n   system:playback_1" in jack_server.ports()  # connected to the device by name
     stop_s = lh.terminate()
 
     last_before, first_after = _counted(before, xruns_before)[-1], _counted(after, xruns_after)[0]
     print(f"\naudio: resumed {resumed:.2f} s after the restart, heard by a capture started after it "
-          f"{heard:.2f} s after it; frames {last_before} -> {first_after}; exit {stop_s:.2f} s after SIGTERM")
+          f"{heard:.2f} s after it ({'it waited for' if waited else 'not waiting for'} livehost's ports); frames "
+          f"{last_before} -> {first_after}; exit {stop_s:.2f} s after SIGTERM")
     assert first_after > last_before  # carried on, not from the patch's defaults (0)
-    assert resumed <= RECOVERY_S and heard <= RECOVERY_S
+    # When livehost's ports were there before the capture (a Python process and a JACK client) could
+    # look, "heard" is the capture's own start (in CI once 2.02 s, livehost having logged that it
+    # played again 0.35 s after the restart): then livehost's own time is its log line's.
+    assert resumed <= RECOVERY_S and (heard <= RECOVERY_S or not waited)
     assert len(lh.messages(LOST)) == 1 and len(lh.messages(BACK)) == 1
 
 
@@ -287,7 +293,7 @@ def test_audio_waits_for_a_server_that_starts_after_it(jack_server, livehost, co
     time.sleep(max(0.0, waiting["time"] + 3.0 - time.time()))  # the server starts 3 s later
     restarted = jack_server.start()
     resumed = lh.wait_for(BACK)["time"] - restarted
-    x, _, xruns = _record(jack_server, tmp_path, "take")
+    x, _, xruns, _ = _record(jack_server, tmp_path, "take")
     lh.terminate()
     print(f"\naudio: playing {resumed:.2f} s after the server started")
     _counted(x, xruns)  # the sine, with its counter
