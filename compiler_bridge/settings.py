@@ -137,10 +137,10 @@ AUDIO = RuntimeSchema(
 
 MIDI = RuntimeSchema(
     "midi",
-    defaults={"output": None, "connect_to": None, "input": None, "tempo_bpm": None, "ppqn": 24,
+    defaults={"output": None, "connect_to": None, "connect_from": None, "input": None, "tempo_bpm": None, "ppqn": 24,
               "send_clock": True, "send_transport": True, "channel": 1, "backend": "auto",
               "cc_map": {}, "note_field": None, "velocity_field": None, "clock_source": "internal"},
-    checks={"output": text(), "connect_to": text(), "input": text(),
+    checks={"output": text(), "connect_to": text(), "connect_from": text(), "input": text(),
             "tempo_bpm": number(20.0, 999.0, optional=True), "ppqn": integer(24, 960, multiple_of=24),
             "send_clock": boolean, "send_transport": boolean, "channel": integer(1, 16),
             "backend": text(optional=False, choices=("auto", "jack", "native", "alsa", "rtmidi_jack")),

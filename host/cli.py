@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -152,11 +153,31 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _use_jack_server(args, project: Path) -> None:
+    """``--jack-server``, else ``jack_server`` in livehost.toml, names the JACK server both runtimes
+    join (and wait for): libjack reads JACK_DEFAULT_SERVER, so it is set before any client opens
+    (and passed on to a supervised child)."""
+    from compiler_bridge.config import load_config
+    from compiler_bridge.errors import ConfigError
+
+    name = args.jack_server
+    if name is None:
+        try:
+            name = load_config(project).jack_server
+        except ConfigError:  # the compile says what is wrong with it
+            name = None
+    if name:
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        log.info("JACK server: %s", name)
+
+
 def cmd_run(args) -> int:
+    if args.supervised is None:
+        _use_jack_server(args, _project(args.project))
     if args.headless and args.supervised is None:
         from .supervisor import supervise
 
-        return supervise(_child_args(args))
+        return supervise(_child_args(args), args.duration)
     from compiler_bridge.watch import DebouncedWatcher
     from compiler_bridge.worker import CompileWorker
 
@@ -329,8 +350,6 @@ def _child_args(args) -> list[str]:
              "--headless"]
     if args.runtime:
         child += ["--runtime", args.runtime]
-    if args.duration is not None:
-        child += ["--duration", str(args.duration)]
     child += ["--status-every", str(args.status_every)]
     if args.osc_port is not None:
         child += ["--osc-port", str(args.osc_port)]
@@ -340,40 +359,52 @@ def _child_args(args) -> list[str]:
 
 
 class _Beats:
-    """Under a supervisor: a heartbeat while the engine makes progress, and a state
-    snapshot every few seconds, from a thread of their own."""
+    """Under a supervisor: a heartbeat while the engine's calls keep returning (or it waits
+    for its device), a word when one hangs, and a state snapshot every few seconds, each
+    from a thread of its own (a snapshot never holds up a heartbeat)."""
 
     SNAPSHOT_EVERY_S = 3.0
 
     def __init__(self, fd: int | None) -> None:
         self.host = None
         self._stop = threading.Event()
-        self._thread = None
+        self._threads = []
         if fd is not None:
-            from .supervisor import HEARTBEAT_S, Heartbeat
+            from .supervisor import HANG_S, HEARTBEAT_S, Heartbeat
 
-            self._heartbeat, self._period_s = Heartbeat(fd), HEARTBEAT_S
-            self._thread = threading.Thread(target=self._run, name="livehost-heartbeat", daemon=True)
-            self._thread.start()
+            self._heartbeat, self._period_s, self._hang_s = Heartbeat(fd), HEARTBEAT_S, HANG_S
+            self._threads = [threading.Thread(target=self._run, name="livehost-heartbeat", daemon=True),
+                             threading.Thread(target=self._snapshots, name="livehost-snapshots", daemon=True)]
+            for thread in self._threads:
+                thread.start()
 
     def _run(self) -> None:
-        last, next_snapshot = None, time.monotonic() + self.SNAPSHOT_EVERY_S
+        last, since = None, time.monotonic()
         while not self._stop.wait(self._period_s):
             host = self.host
-            progress = host.progress() if host is not None else None
-            if progress is not None and progress == last:
-                continue  # the engine stalled: the supervisor hears nothing and ends this process
-            last = progress
-            status = host.status() if host is not None else {}
-            self._heartbeat.beat(status.get("program"))
-            if host is not None and progress is not None and time.monotonic() >= next_snapshot:
+            live = host.liveness() if host is not None else None
+            playing = host.playing() if host is not None else None
+            now = time.monotonic()
+            if live is not None:
+                returned, under_way, in_kernel = live
+                if returned != last:
+                    last, since = returned, now
+                elif under_way and now - since >= self._hang_s:
+                    self._heartbeat.hung(playing, in_kernel)  # the supervisor ends this process
+                    return
+            self._heartbeat.beat(playing)
+
+    def _snapshots(self) -> None:
+        while not self._stop.wait(self.SNAPSHOT_EVERY_S):
+            host = self.host
+            if host is not None and host.liveness() is not None:
                 host.save_state()
-                next_snapshot = time.monotonic() + self.SNAPSHOT_EVERY_S
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        if self._threads:
             self._heartbeat.close()
 
 
@@ -456,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "logged (default: osc_port in livehost.toml; none)")
     p.add_argument("--osc-host", metavar="ADDRESS",
                    help="address OSC binds to (default: osc_host in livehost.toml, else 127.0.0.1)")
+    p.add_argument("--jack-server", metavar="NAME",
+                   help="the JACK server to join and wait for (default: jack_server in livehost.toml, "
+                        "else JACK_DEFAULT_SERVER, else the default server)")
     p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe
     p.add_argument("--quarantine", action="append", default=[], help=argparse.SUPPRESS)  # source hashes not to play
     p.set_defaults(fn=cmd_run)

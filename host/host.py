@@ -155,8 +155,13 @@ class Host:
 
         ``livehost run`` hands each compile's result here as it comes (the
         watched ``compiled.json`` then finds it playing); a compile in another
-        process reaches the host through the file.
+        process reaches the host through the file. A quarantined program is
+        replaced by the one before it (or not played).
         """
+        if compiled["source_hash"] in self.quarantine:
+            compiled = self._instead_of_quarantined(compiled["source_hash"])
+            if compiled is None:
+                return
         with self._slot_cond:
             self._from_file = compiled
             self._pending = self._overridden(compiled)
@@ -261,10 +266,6 @@ class Host:
         except CompiledConfigError as exc:  # the last good program keeps playing
             log.error("Ignoring unreadable compiled config %s", exc)
             return
-        if compiled["source_hash"] in self.quarantine:
-            compiled = self._instead_of_quarantined(compiled["source_hash"])
-            if compiled is None:
-                return
         self.request(compiled)
 
     def _instead_of_quarantined(self, digest: str) -> dict | None:
@@ -274,10 +275,10 @@ class Host:
         except CompiledConfigError:
             previous = None
         if previous is None or previous["source_hash"] in self.quarantine:
-            log.error("Program %s is quarantined (it crashed or hung the engine) and no program before it "
+            log.error("Program %s is quarantined (its kernel hung or crashed the engine) and no program before it "
                       "can play: waiting for the next save", digest)
             return None
-        log.error("Program %s is quarantined (it crashed or hung the engine): playing %s, the one before it",
+        log.error("Program %s is quarantined (its kernel hung or crashed the engine): playing %s, the one before it",
                   digest, previous["source_hash"])
         return previous
 
@@ -583,19 +584,16 @@ class Host:
         finally:
             self._lock.release()
 
-    def progress(self) -> int | None:
-        """A count that grows while the engine completes blocks or ticks; None when
-        nothing is expected to (nothing plays, or the runtime waits for its device)."""
+    def liveness(self) -> tuple[int, bool, bool] | None:
+        """The runtime's :meth:`~runtimes.base.BaseRuntime.liveness`; None when nothing runs."""
         runtime = self.runtime
-        if runtime is None:
-            return None
-        stats = runtime.stats()
-        if stats.get("recovery"):
-            return None
-        for key in ("callbacks", "ticks"):  # audio; midi and logic (offline renders and is done)
-            if key in stats:
-                return int(stats[key])
-        return None
+        return runtime.liveness() if runtime is not None else None
+
+    def playing(self) -> str | None:
+        """The source hash of the program the runtime plays, if any."""
+        runtime = self.runtime
+        program = runtime.program if runtime is not None else None
+        return program.source_hash if program is not None else None
 
     # --- reporting ---
 

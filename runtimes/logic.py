@@ -57,6 +57,9 @@ class LogicRuntime(BaseRuntime):
     def _snapshot(self) -> np.ndarray:
         return self.engine.state()
 
+    def liveness(self) -> tuple[int, bool, bool] | None:
+        return self.engine.liveness() if self.engine is not None else None
+
     def _stats(self) -> dict[str, Any]:
         if self._ticked is None:
             return {}

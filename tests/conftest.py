@@ -115,7 +115,8 @@ def _open_files() -> set[str]:
             target = os.readlink(fd)
         except OSError:
             continue
-        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+        # (PipeWire's JACK library maps its buffers from memfds: /memfd:...)
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/", "/memfd:")):
             files.add(f"{fd.name} -> {target}")
     return files
 

@@ -271,12 +271,12 @@ def pitch_hz(x: np.ndarray, rate: int = 48000) -> float:
 
 
 def follow_livehost(cap: CaptureProcess, before: set[str]) -> None:
-    """Have *cap* hear the PortAudio client that appeared after *before* (livehost's), at once and
+    """Have *cap* hear the audio client (PortAudio's, named livehost) that appeared after *before* (livehost's), at once and
     again whenever it reopens its ports."""
     found: list[str] = []
 
     def appeared() -> bool:
-        found[:] = [p for p in cap.ports(r"^PortAudio[^:]*:out_0$") if p not in before]
+        found[:] = [p for p in cap.ports(r"^livehost[^:]*:out_0$") if p not in before]
         return bool(found)
 
     wait_for(appeared, 60, 0.05)
@@ -284,7 +284,7 @@ def follow_livehost(cap: CaptureProcess, before: set[str]) -> None:
 
 
 def portaudio_ports(cap: CaptureProcess) -> set[str]:
-    return set(cap.ports(r"^PortAudio[^:]*:out_0$"))
+    return set(cap.ports(r"^livehost[^:]*:out_0$"))
 
 
 def take_clean(cap: CaptureProcess, seconds: float) -> tuple[np.ndarray, dict]:

@@ -218,9 +218,9 @@ def _record(server: PrivateJack, tmp_path: Path, take: str) -> tuple[np.ndarray,
     for attempt in range(ATTEMPTS):
         cap = CaptureProcess(2, tmp_path)
         try:
-            waited = len(cap.ports("^PortAudio:out_")) < 2
-            wait_for(lambda: len(cap.ports("^PortAudio:out_")) == 2, START_S, 0.1)
-            for src, dst in zip(sorted(cap.ports("^PortAudio:out_")), cap.info["inputs"]):
+            waited = len(cap.ports("^livehost[^:]*:out_")) < 2
+            wait_for(lambda: len(cap.ports("^livehost[^:]*:out_")) == 2, START_S, 0.1)
+            for src, dst in zip(sorted(cap.ports("^livehost[^:]*:out_")), cap.info["inputs"]):
                 cap.connect(src, dst)
             connected = time.time()
             cap.start()
@@ -271,7 +271,7 @@ def test_audio_resumes_with_its_state_after_the_jack_server_is_killed_and_restar
     after, connected, xruns_after, waited = _record(jack_server, tmp_path, "after")  # a capture started once the
     heard = connected - restarted  # server is up
     resumed = lh.wait_for(BACK)["time"] - restarted
-    assert "PortAudio:out_0\n   system:playback_1" in jack_server.ports()  # connected to the device by name
+    assert "livehost:out_0\n   system:playback_1" in jack_server.ports()  # connected to the device by name
     stop_s = lh.terminate()
 
     last_before, first_after = _counted(before, xruns_before)[-1], _counted(after, xruns_after)[0]

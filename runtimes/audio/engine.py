@@ -120,6 +120,8 @@ SLOTS_DTYPE = np.dtype(
         ("v_target", "f8", (MAX_VOICES,)),  # gain at the end of the ramp
         ("v_left", "i8", (MAX_VOICES,)),  # frames left in the ramp
         # --- statistics (the callback writes) ---
+        ("entered", "i8"),  # callbacks begun (``callbacks`` counts those that returned)
+        ("in_kernel", "i8"),  # 1 while a kernel runs: a callback begun and not returned with it set hangs there
         ("callbacks", "i8"),
         ("blocks", "i8"),
         ("frames", "i8"),  # frames played since start
@@ -372,8 +374,10 @@ def _run_voice(s, slots_address, u, in_address, frames):
         return True
     carray(as_voidptr(s.events), 3, np.int32)[EVENT_HEADER_COUNT] = 0
     t0 = _now_ns(s, slots_address)
+    s.in_kernel = 1
     ok = call_kernel(s.v_kernel[u], as_voidptr(s.v_state[u]), as_voidptr(s.ctx), as_voidptr(in_address),
                      as_voidptr(buf_address), as_voidptr(s.events))
+    s.in_kernel = 0
     s.kernel_ns += _now_ns(s, slots_address) - t0
     if ok == 0:
         # numba takes the GIL to report an exception: never call this kernel again.
@@ -520,6 +524,7 @@ def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, us
     """``PaStreamCallback``: play every voice into PortAudio's buffers; never stops."""
     slots_address = address_of(user_p)
     s = carray(user_p, 1, SLOTS_DTYPE)[0]
+    s.entered += 1
     start_ns = _now_ns(s, slots_address)
     _play(s, slots_address, address_of(input_p), address_of(output_p), frame_count, start_ns)
     _record_timing(s, start_ns, _now_ns(s, slots_address), frame_count, status_flags)
@@ -687,6 +692,12 @@ class NativeEngine:
         """The program the callback plays (the newest one, or the watchdog's fallback) and its state."""
         seq = self._playing_seq()
         return self.pending[seq][:2] if seq in self.pending else None
+
+    def liveness(self) -> tuple[int, bool, bool]:
+        """Callbacks that returned, whether one is under way, and whether a kernel runs in it."""
+        s = self.slots[0]
+        returned = int(s["callbacks"])
+        return returned, int(s["entered"]) != returned, bool(s["in_kernel"])
 
     def fault(self) -> tuple[int, str, Program | None, Program | None]:
         """The watchdog's count of faults, and the last one: its kind, the program

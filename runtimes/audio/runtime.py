@@ -18,6 +18,8 @@ server has gone that takes a fresh PortAudio: see :class:`_PortAudio`).
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import logging
 import shutil
 import tempfile
@@ -34,7 +36,7 @@ from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
 from ..base import BaseRuntime, require_kernel, wait_until
-from ..midi.jack import ServerWatch
+from ..midi.jack import CLIENT_NAME, ServerWatch, libjack, playback_client, playback_latency_frames
 from ..realtime.controls import ControlRing
 from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
@@ -45,6 +47,7 @@ ANSWER_TIMEOUT_S = 2.0  # a running stream answers within a block or two
 POLLS_PER_BLOCK = 4  # how often a waiting caller looks for the answer: few wake-ups, little delay
 WATCH_S = 0.02  # how often the watch thread looks for a lost JACK server: noticed within a few blocks
 STALL_S = 0.25  # callbacks standing still this long: ask PortAudio whether the stream still runs
+MAX_LATENCY_S = 1.0  # an output latency beyond this (or below 0) is a wrong figure, not a latency
 JACK_HOSTAPI = "JACK Audio Connection Kit"
 NO_DEVICE = ("PortAudio sees no audio device: start a JACK server (`jackd -d alsa`, or "
              "`jackd --no-realtime -d dummy` without a sound card) or connect a sound card")
@@ -81,11 +84,15 @@ def _latency(setting, info: dict, kind: str) -> float:
     return float(setting)
 
 
-def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None) -> StreamConfig:
+def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None, jack_client: int = 0) -> StreamConfig:
     """Resolve the ``device``, rate, block and latency settings against PortAudio.
 
     With no ``device`` setting, *hostapi* (a host API name) picks that host
     API's default devices: a device that comes back is looked for where it was.
+    On JACK (*jack_client*, a client of that server to look with) the default
+    is the client that owns the physical playback ports (the sound card, or
+    PipeWire's sink), not the first client PortAudio lists: there every JACK
+    client is a device, and the first may be any program's.
 
     Raises
     ------
@@ -101,6 +108,8 @@ def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None) -> 
         if api is None:
             raise DeviceError(f"PortAudio sees no {hostapi} device")
         out_device, in_device = api["default_output_device"], api["default_input_device"]
+    if device is None and jack_client:
+        out_device = _jack_device(sd, playback_client(jack_client), out_device)
     try:
         out_info = sd.query_devices(out_device, "output")
         in_info = sd.query_devices(in_device, "input") if channels_in else None
@@ -119,6 +128,40 @@ def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None) -> 
         output_latency_s=_latency(settings.get("latency", "low"), out_info, "output"),
         input_latency_s=_latency(settings.get("latency", "low"), in_info, "input") if in_info else 0.0,
     )
+
+
+def _jack_device(sd, client: str | None, fallback):
+    """The index of PortAudio's JACK device named *client*, else *fallback*."""
+    for api in sd.query_hostapis():
+        if api["name"] == JACK_HOSTAPI:
+            for index in api["devices"]:
+                if client is not None and sd.query_devices(index)["name"] == client:
+                    return index
+    return fallback
+
+
+# PortAudio's JACK host API keeps the pointer it is given: the name lives as long as the process.
+_CLIENT_NAME = ctypes.create_string_buffer(CLIENT_NAME.encode())
+
+
+def _name_client(library: str | None):
+    """Have the PortAudio in *library* open its JACK client as ``livehost`` (before it initialises),
+    as the MIDI runtime's is: one name on the graph, not ``PortAudio``. Returns that library
+    (ctypes), to ask for the name the server gave (``livehost-01`` beside another ``livehost``),
+    or None for a PortAudio without JACK."""
+    if library is None:
+        return None
+    try:
+        lib = ctypes.CDLL(library)
+        lib.PaJack_SetClientName(_CLIENT_NAME)
+        lib.PaJack_GetClientName.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def _buffer_frames(client: int) -> int:
+    return int(libjack().jack_get_buffer_size(client)) if client else 0
 
 
 def _loaded_file(prefix: str) -> str | None:
@@ -143,7 +186,8 @@ def _load_copy(ffi, library: str | None):
         try:
             with tempfile.NamedTemporaryFile(dir=folder, prefix="livehost-portaudio-", suffix=".so") as copy:
                 shutil.copyfile(library, copy.name)
-                return ffi.dlopen(copy.name)  # the mapping outlives the file
+                lib = ffi.dlopen(copy.name)  # the mapping outlives the file
+                return lib, _name_client(copy.name)  # (the same file: the same instance)
         except OSError as exc:  # (a folder mounted noexec, for one)
             problems.append(str(exc))
     raise DeviceError("cannot load a fresh PortAudio: " + "; ".join(problems))
@@ -170,19 +214,21 @@ class _PortAudio:
         self._joined = False  # this PortAudio has a client on a JACK server
         self._watch: ServerWatch | None = None  # ... that tells when that server goes
         self._retired = False
+        self._pa_jack = None  # the same PortAudio through ctypes, for its JACK host API's own calls
         self.generation = 0  # bumped whenever PortAudio is initialised again: older streams are not its
 
     def get(self):
         """sounddevice, on a PortAudio that may be used."""
         with self._lock:
             if self._sd is None:
+                self._pa_jack = _name_client(ctypes.util.find_library("portaudio"))  # what sounddevice loads
                 import sounddevice as sd
 
                 self._sd, self._library = sd, _loaded_file("libportaudio")
                 atexit.register(self._at_exit)  # runs before sounddevice's own exit handler
                 self._watch_server()
             elif self._retired:
-                self._sd._lib = _load_copy(self._sd._ffi, self._library)
+                self._sd._lib, self._pa_jack = _load_copy(self._sd._ffi, self._library)
                 self._sd._initialize()
                 self._retired = False
                 self.generation += 1
@@ -216,6 +262,18 @@ class _PortAudio:
         with self._lock:
             self._retired, self._joined, self._watch = True, False, None
             self._sd._initialized = 0  # so sounddevice's exit handler leaves it alone
+
+    def client_name(self) -> str:
+        """The name of this PortAudio's JACK client."""
+        name = ctypes.c_char_p()
+        if self._pa_jack is None or self._pa_jack.PaJack_GetClientName(ctypes.byref(name)) != 0 or not name.value:
+            return CLIENT_NAME
+        return name.value.decode()
+
+    def jack_client(self) -> int:
+        """A client of the JACK server this PortAudio joined, to look at the graph with; 0 when none."""
+        watch = self._watch
+        return watch.client if watch is not None and not watch.gone else 0
 
     def _watch_server(self) -> None:
         self._joined = any(api["name"] == JACK_HOSTAPI for api in self._sd.query_hostapis())
@@ -330,6 +388,7 @@ class AudioRuntime(BaseRuntime):
         self._stats_lock = threading.Lock()  # stats() may be called from several threads
         self._poll_s = 0.001  # set from the block length once the stream is open
         self._faded = False  # fade_out() ran: silent, the kernel no longer runs, the stream still open
+        self._latency_warned = False
 
     # --- lifecycle ---
 
@@ -352,17 +411,17 @@ class AudioRuntime(BaseRuntime):
         if not _sees(sd, hostapi):
             _PORTAUDIO.look_again()  # a JACK server started after PortAudio looked, for one
             sd = _PORTAUDIO.get()
-        config = resolve_stream(self.settings, sd, hostapi)
+        config = resolve_stream(self.settings, sd, hostapi, _PORTAUDIO.jack_client())
         engine, seq, gate_s = self._engine, None, 0.0
         if engine is None and self.start_at_beat is not None:  # the first program waits for its beat
             gate_s = max(self.transport.time_at(self.start_at_beat) - self.transport.clock.now_ns(), 0) / 1e9
         if engine is None or _shape(config) != _shape(self.config):
             engine, seq = self._new_engine(config)
         stream = _Stream(sd, config, engine, _PORTAUDIO.generation)
-        self._latency_ns = round(stream.latency_s() * 1e9)
+        self._latency_ns = round(self._output_latency_s(stream, config) * 1e9)
         self._publish_transport(engine)
         block_s = (config.block_frames or 256) / config.sample_rate
-        poll_s = max(block_s, stream.latency_s() / 2) / POLLS_PER_BLOCK
+        poll_s = max(block_s, self._latency_ns / 2e9) / POLLS_PER_BLOCK
         try:
             stream.start()
             if seq is not None:
@@ -381,6 +440,29 @@ class AudioRuntime(BaseRuntime):
         log.info("audio: playing at %g Hz, %s frames per block, output latency %.2f ms (the kernels' beat is "
                  "that far ahead of the callback)", config.sample_rate, config.block_frames or "any",
                  self._latency_ns / 1e6)
+
+    def _output_latency_s(self, stream: _Stream, config: StreamConfig) -> float:
+        """How far ahead of the callback its output is heard: PortAudio's figure (on JACK, our port's
+        playback latency plus one cycle, read as the stream opens). A figure that is negative or over
+        MAX_LATENCY_S cannot be (PipeWire's JACK gave PortAudio 89,478 s): it is logged once and
+        replaced by JACK's own (the same sum, read from the port's latency range), else by one block."""
+        latency_s = stream.latency_s()
+        if 0.0 <= latency_s <= MAX_LATENCY_S:
+            return latency_s
+        client = _PORTAUDIO.jack_client()
+        frames = None
+        if config.hostapi == JACK_HOSTAPI and client:
+            frames = playback_latency_frames(client, f"{_PORTAUDIO.client_name()}:out_0")
+        if frames is not None and frames / config.sample_rate <= MAX_LATENCY_S:
+            instead, source = frames / config.sample_rate, "JACK's port latency"
+        else:
+            instead = (config.block_frames or _buffer_frames(client) or 256) / config.sample_rate
+            source = "one block"
+        if not self._latency_warned:
+            self._latency_warned = True
+            log.warning("audio: PortAudio gives an output latency of %.2f ms, which cannot be: taking %s "
+                        "(%.2f ms) instead", latency_s * 1e3, source, instead * 1e3)
+        return instead
 
     def _new_engine(self, config: StreamConfig) -> tuple[NativeEngine, int]:
         """An engine for *config*, asked to play the held program (or the last engine's) from its state."""
@@ -561,6 +643,10 @@ class AudioRuntime(BaseRuntime):
             self._graveyard.append((stream, engine))
 
     # --- statistics ---
+
+    def liveness(self) -> tuple[int, bool, bool] | None:
+        engine = self._engine
+        return engine.liveness() if engine is not None else None
 
     def _new_faults(self) -> tuple[list[str], Program | None]:
         if self._engine is None:

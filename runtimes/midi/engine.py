@@ -104,6 +104,9 @@ SLOTS_DTYPE = np.dtype(
         ("events_out", "i8"), ("events_in", "i8"), ("notes_on", "i8"), ("channels_used", "i8"),
         ("kernel_errors", "i8"), ("dropped", "i8"), ("cycles", "i8"), ("queued", "i8"),
         ("writes_applied", "i8"), ("writes_dropped", "i8"),
+        # liveness, read by the host's heartbeat: calls of process() or step() begun and returned, and 1
+        # while a kernel runs (a call begun and not returned, with this set, is a kernel that hangs)
+        ("entered", "i8"), ("returned", "i8"), ("in_kernel", "i8"),
         # following an outside MIDI clock (JACK path, ``clock_source = "midi"``)
         ("follow", "i8"),  # 1: incoming clock bytes drive the ticks
         ("clk_window", "i8"),  # address of a float64 CLOCK_WINDOW array: the latest clock bytes' frames
@@ -307,8 +310,10 @@ def _run_kernel(sl, out_buffer, offset, tick, due_frame):
     ev = carray(as_voidptr(sl.events), (EVENT_CAPACITY + 1, 3), np.int32)
     ev[0, EVENT_HEADER_COUNT] = 0
     ev[0, EVENT_HEADER_CHANNEL] = sl.channel
+    sl.in_kernel = 1
     ok = call_kernel(prog.kernel, as_voidptr(prog.state), as_voidptr(sl.ctx), as_voidptr(0), as_voidptr(0),
                      as_voidptr(sl.events))
+    sl.in_kernel = 0
     if ok == 0:
         sl.kernel_errors += 1
         prog.failed = 1
@@ -751,6 +756,7 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
 def process(nframes, arg):
     """JACK process callback; *arg* is the address of a :data:`SLOTS_DTYPE` record."""
     sl = carray(arg, 1, SLOTS_DTYPE)[0]
+    sl.entered += 1
     out_buffer = _jack_port_get_buffer(sl.fn_get_buffer, sl.out_port, nframes)
     _jack_midi_clear_buffer(sl.fn_clear_buffer, out_buffer)
     in_buffer = np.int64(0)
@@ -758,20 +764,15 @@ def process(nframes, arg):
         in_buffer = _jack_port_get_buffer(sl.fn_get_buffer, sl.in_port, nframes)
     cycle = _jack_last_frame_time(sl.fn_last_frame_time, sl.client)
     run_cycle(sl, out_buffer, in_buffer, cycle, np.int64(nframes))
+    sl.returned += 1
     return 0
 
 
 # --- the ticked path ----------------------------------------------------------------
 
 
-@numba.cfunc(types.int32(types.voidptr), cache=True, nogil=True, error_model="numpy")
-def step(arg):
-    """One tick on the ticked path: fills ``queue`` (``sl.queued`` rows); 0 once stopped.
-
-    The tick's frame is on a nominal ``sample_rate`` timeline from tick 0, as
-    on the JACK path, so a kernel sees the same context everywhere.
-    """
-    sl = carray(arg, 1, SLOTS_DTYPE)[0]
+@_jit
+def _ticked_step(sl):
     sl.queued = 0
     if sl.run_state == STOPPING:
         finish_step(sl, np.int64(0))
@@ -784,6 +785,20 @@ def step(arg):
     ideal = _ideal(sl, sl.next_tick)
     tick_step(sl, np.int64(0), np.int64(0), np.int64(np.floor(ideal + 0.5)), np.int64(0), ideal)
     return 1
+
+
+@numba.cfunc(types.int32(types.voidptr), cache=True, nogil=True, error_model="numpy")
+def step(arg):
+    """One tick on the ticked path: fills ``queue`` (``sl.queued`` rows); 0 once stopped.
+
+    The tick's frame is on a nominal ``sample_rate`` timeline from tick 0, as
+    on the JACK path, so a kernel sees the same context everywhere.
+    """
+    sl = carray(arg, 1, SLOTS_DTYPE)[0]
+    sl.entered += 1
+    played = _ticked_step(sl)
+    sl.returned += 1
+    return played
 
 
 # --- the Python side ------------------------------------------------------------------
@@ -964,6 +979,12 @@ class MidiEngine:
         s["link_tempo"], s["link_beat"], s["link_time_us"] = tempo_bpm, beat, time_us
         release_fence()
         s["link_seq"] = seq + 2
+
+    def liveness(self) -> tuple[int, bool, bool]:
+        """Calls of the native side that returned, whether one is under way, and whether a kernel runs."""
+        g = self.get
+        returned = int(g("returned"))
+        return returned, int(g("entered")) != returned, bool(g("in_kernel"))
 
     def clock_in(self) -> dict[str, Any]:
         """The outside clock followed: its tempo, bytes received, whether it is lost now."""

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import time
 from typing import Any
 
 import numba
@@ -35,7 +36,9 @@ CLIENT_NAME = "livehost"
 WATCH_CLIENT_NAME = "livehost-watch"
 MIDI_TYPE = b"8 bit raw midi"
 _JACK_NO_START_SERVER = 0x01
-_JACK_PORT_IS_INPUT, _JACK_PORT_IS_OUTPUT = 0x1, 0x2
+_JACK_PORT_IS_INPUT, _JACK_PORT_IS_OUTPUT, _JACK_PORT_IS_PHYSICAL = 0x1, 0x2, 0x4
+AUDIO_TYPE = b"32 bit float mono audio"
+_JACK_PLAYBACK_LATENCY = 1
 
 
 @functools.cache
@@ -59,6 +62,9 @@ def libjack() -> ctypes.CDLL:
         ("jack_on_shutdown", None, [vp, vp, vp]),
         ("jack_set_error_function", None, [vp]),
         ("jack_port_get_latency_range", None, [vp, i, ctypes.POINTER(ctypes.c_uint32 * 2)]),
+        ("jack_port_by_name", vp, [vp, cp]),
+        ("jack_get_buffer_size", ctypes.c_uint32, [vp]),
+        ("jack_get_time", ctypes.c_uint64, []),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
@@ -94,6 +100,55 @@ def open_client(name: str) -> int:
     if not client:
         raise DeviceError(f"no JACK server (jack_client_open status 0x{status.value:x})")
     return client
+
+
+def port_names(client: int, pattern: str | None, port_type: bytes | None, flags: int) -> list[str]:
+    """The names of the ports ``jack_get_ports`` finds (*pattern* is a regular expression)."""
+    lib = libjack()
+    names = lib.jack_get_ports(client, pattern.encode() if pattern else None, port_type, flags)
+    if not names:
+        return []
+    out, i = [], 0
+    while names[i]:
+        out.append(names[i].decode())
+        i += 1
+    lib.jack_free(names)
+    return out
+
+
+def playback_client(client: int) -> str | None:
+    """The client that owns the server's first physical playback port (the sound card, or a
+    PipeWire sink): where audio goes when nothing else is asked for."""
+    ports = port_names(client, None, AUDIO_TYPE, _JACK_PORT_IS_INPUT | _JACK_PORT_IS_PHYSICAL)
+    return ports[0].split(":", 1)[0] if ports else None
+
+
+def playback_latency_frames(client: int, port_name: str) -> int | None:
+    """Frames from *port_name*'s buffer to where it is heard (JACK's playback latency, its
+    maximum, plus the cycle being written); None when there is no such port."""
+    lib = libjack()
+    port = lib.jack_port_by_name(client, port_name.encode())
+    if not port:
+        return None
+    latency = (ctypes.c_uint32 * 2)()
+    lib.jack_port_get_latency_range(port, _JACK_PLAYBACK_LATENCY, ctypes.byref(latency))
+    return int(latency[1]) + int(lib.jack_get_buffer_size(client))
+
+
+def clock_offset_us(samples: int = 5) -> float:
+    """JACK's clock (``jack_get_time``) minus CLOCK_MONOTONIC_RAW (Link's clock on Linux), in
+    microseconds, measured: jackd keeps time in CLOCK_MONOTONIC_RAW (about 0), PipeWire in
+    CLOCK_MONOTONIC (hundreds of ms away, drifting as the clock is slewed). The read with the
+    tightest pair of RAW reads around it wins."""
+    get_time = libjack().jack_get_time
+    best = None
+    for _ in range(samples):
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        jack_us = get_time()
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        if best is None or after - before < best[0]:
+            best = (after - before, jack_us - (before + after) / 2e3)
+    return best[1]
 
 
 class ShutdownFlag:
@@ -146,18 +201,14 @@ class JackPath:
             raise DeviceError(f"cannot register JACK MIDI port {short_name!r}")
         return port
 
-    def _destinations(self) -> list[str]:
-        """MIDI input ports of other clients: where ``connect_to`` may point."""
-        names = self.lib.jack_get_ports(self.client, None, MIDI_TYPE, _JACK_PORT_IS_INPUT)
-        if not names:
-            return []
-        out, i = [], 0
-        while names[i]:
-            out.append(names[i].decode())
-            i += 1
-        self.lib.jack_free(names)
+    def _others(self, flags: int) -> list[str]:
+        """MIDI ports of other clients with *flags*: inputs are where ``connect_to`` may point,
+        outputs where ``connect_from`` may."""
         own = self.lib.jack_get_client_name(self.client).decode() + ":"
-        return [n for n in out if not n.startswith(own)]
+        return [n for n in port_names(self.client, None, MIDI_TYPE, flags) if not n.startswith(own)]
+
+    def _destinations(self) -> list[str]:
+        return self._others(_JACK_PORT_IS_INPUT)
 
     def follow(self, old: "JackPath") -> None:
         """Take over the destinations a client of a lost server had connected: they count as coming back."""
@@ -184,7 +235,8 @@ class JackPath:
         self.out_port = self._register(self.settings["output"] or "out", _JACK_PORT_IS_OUTPUT)
         s["out_port"] = self.out_port
         self.ports["output"] = self.lib.jack_port_name(self.out_port).decode()
-        input_name = self.settings["input"] or ("in" if self.settings.get("clock_source") == "midi" else None)
+        needs_input = self.settings.get("clock_source") == "midi" or self.settings.get("connect_from")
+        input_name = self.settings["input"] or ("in" if needs_input else None)
         if input_name:
             in_port = self._register(input_name, _JACK_PORT_IS_INPUT)
             s["in_port"] = in_port
@@ -225,27 +277,41 @@ class JackPath:
         wait_until(lambda: self.engine.get("cycles") >= target or self.lost, timeout_s)
 
     def check_ports(self) -> bool:
-        """Connect to every ``connect_to`` match; count a known port that came back.
+        """Connect our output to every ``connect_to`` match and every ``connect_from`` match to our
+        input (a clock leader, a keyboard: also after they or the server restarted); count a
+        known port that came back.
 
-        Returns whether every match is connected (and there is one).
+        Returns whether every ``connect_to`` match is connected (and there is one).
         """
+        source = self.settings.get("connect_from")
+        if source and "input" in self.ports:
+            own = self.ports["input"]
+            for name in self._others(_JACK_PORT_IS_OUTPUT):
+                if source in name:
+                    self._connect(name, own, name)
+        if self.engine is not None:  # on a Link timeline, events go out this much ahead of their beat
+            self.engine.slots["link_latency_us"] = self.playback_latency_frames() * 1e6 / self.sample_rate
         target = self.settings["connect_to"]
         if not target:
             return True
         present = {d for d in self._destinations() if target in d}
-        connected = bool(present)
-        for name in present:
-            if self.lib.jack_port_connected_to(self.out_port, name.encode()):
-                continue
-            if self.lib.jack_connect(self.client, self.ports["output"].encode(), name.encode()) != 0:
-                connected = False
-            elif name in self._seen:
-                self.reconnects += 1
-                log.info("MIDI port %s is back: reconnected", name)
-        self._seen |= present
-        if self.engine is not None:  # on a Link timeline, events go out this much ahead of their beat
-            self.engine.slots["link_latency_us"] = self.playback_latency_frames() * 1e6 / self.sample_rate
-        return connected
+        return all([self._connect(self.ports["output"], name, name) for name in present]) and bool(present)
+
+    def _connect(self, source: str, destination: str, other: str) -> bool:
+        """Connect *source* to *destination* unless they are; *other* is the port that is not ours."""
+        lib = self.lib
+        port = lib.jack_port_by_name(self.client, source.encode())
+        if port and lib.jack_port_connected_to(port, destination.encode()):
+            return True
+        if lib.jack_connect(self.client, source.encode(), destination.encode()) != 0:
+            return False
+        if other in self._seen:
+            self.reconnects += 1
+            log.info("MIDI port %s is back: reconnected", other)
+        else:
+            log.info("MIDI: connected %s to %s", source, destination)
+        self._seen.add(other)
+        return True
 
     def playback_latency_frames(self) -> int:
         """Frames from our output port to where its events are heard (JACK's playback latency, its maximum)."""

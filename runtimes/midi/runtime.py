@@ -34,7 +34,7 @@ from compiler_bridge.program import Program
 from ..base import BaseRuntime, require_kernel
 from ..recovery import Recovery
 from .engine import MidiEngine
-from .jack import JackPath, jack_server_running
+from .jack import JackPath, clock_offset_us, jack_server_running, libjack
 from .ports import RETRY_S, RtmidiPath
 from .ticked import NOMINAL_SAMPLE_RATE
 
@@ -266,7 +266,7 @@ class MidiRuntime(BaseRuntime):
         if (self.start_at_beat is not None and not resume and self._link is None
                 and self.settings.get("clock_source") != "midi"):
             before = self.clock.now_ns()
-            jack_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) / 1e3  # JACK's clock on Linux
+            jack_us = float(libjack().jack_get_time())  # JACK's clock: RAW on jackd, MONOTONIC on PipeWire
             now_ns = (before + self.clock.now_ns()) // 2
             engine.start_on_beat(self.start_at_beat, self.transport.tempo_bpm, self.transport.beat_at(now_ns), jack_us)
         self.start_at_beat = None
@@ -319,7 +319,10 @@ class MidiRuntime(BaseRuntime):
 
     def _apply_link(self, engine: MidiEngine) -> None:
         tempo_bpm, beat, time_us, quantum = self._link
-        engine.set_link_timeline(tempo_bpm, beat, time_us)
+        # Link's time is CLOCK_MONOTONIC_RAW; the engine places ticks on JACK's clock, which is
+        # that on jackd but CLOCK_MONOTONIC on PipeWire: measured here, at every publication
+        # (at least every REPUBLISH_S), so a slewed clock is followed
+        engine.set_link_timeline(tempo_bpm, beat, time_us + clock_offset_us())
         if not engine.get("link"):
             engine.slots["link_quantum"] = quantum
             engine.slots["link"] = 1
@@ -359,6 +362,10 @@ class MidiRuntime(BaseRuntime):
         if program is self.program:
             return state
         return self.program.layout.carry(program.layout, state)  # a swap still waits for a tick
+
+    def liveness(self) -> tuple[int, bool, bool] | None:
+        engine = self.engine
+        return engine.liveness() if engine is not None else None
 
     def _stats(self) -> dict[str, Any]:
         stats = self._recovery.stats()
