@@ -21,6 +21,8 @@ CAPTURE = Path(__file__).with_name("jack_audio_capture.py")
 LINK_PEER = Path(__file__).with_name("link_peer.py")
 ROOT = Path(__file__).resolve().parents[1]
 LIVEHOST_RUN = [sys.executable, "-m", "host.cli", "--log-format", "json", "run"]
+# Under `pw-jack` (PipeWire's JACK interface): its libjack comes first on the library path.
+ON_PIPEWIRE = "pipewire" in os.environ.get("LD_LIBRARY_PATH", "")
 
 
 def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:

@@ -108,11 +108,13 @@ class Capture:
     ----------
     name : str
         JACK client name; its ports are ``NAME:in`` and ``NAME:out``.
+    env : dict, optional
+        The client's environment (``JACK_DEFAULT_SERVER`` for another server).
     """
 
-    def __init__(self, name: str = "capture") -> None:
+    def __init__(self, name: str = "capture", env: dict | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), name], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=env)
         try:
             ready = self.proc.stdout.readline().split()
             if not ready or ready[0] != "ready":
