@@ -343,9 +343,10 @@ class LinkPeer:
 
 
 def mark(cap) -> tuple[int, int]:
-    """A frame of the capture's and its time on JACK's clock (Link's clock, on Linux)."""
-    frame = cap.clock()[0]
-    return frame, cap.usecs([frame])[0]
+    """A frame of the capture's and its time on Link's clock (CLOCK_MONOTONIC_RAW), read by the
+    capture itself: not through the server's frame-to-time conversion, whose clock is RAW on
+    jackd but CLOCK_MONOTONIC on PipeWire."""
+    return cap.raw_clock()
 
 
 def on_link_clock(frames: list[int], marks: list[tuple[int, int]]) -> np.ndarray:

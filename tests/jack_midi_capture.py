@@ -12,6 +12,9 @@ Commands on stdin, one per line:
   callback could only write after their frame (it missed a cycle) count as late.
 * ``clock`` -- answers ``ok FRAME TIME``: JACK's frame time and ``time.time()``
   read together, to place recorded frames on the wall clock.
+* ``raw`` -- answers ``ok FRAME USECS``: JACK's frame time and CLOCK_MONOTONIC_RAW
+  (Link's clock on Linux) in microseconds, read together here: no server's clock
+  between them (jackd's is RAW, PipeWire's CLOCK_MONOTONIC).
 * ``stop`` -- leave the graph, print the recording as one JSON line and the
   xruns the server reported while it listened (with JACK's frame time when
   each notice arrived) as another, exit.
@@ -93,6 +96,12 @@ def _serve(name: str) -> None:
             elif cmd == "clock":
                 print("ok", client.frame_time, repr(time.time()), flush=True)
                 continue
+            elif cmd == "raw":  # a frame and CLOCK_MONOTONIC_RAW (Link's clock), read here, together
+                before = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+                frame = client.frame_time
+                after = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+                print("ok", frame, (before + after) // 2000, flush=True)
+                continue
             elif cmd == "stop":
                 break
             print("ok", flush=True)
@@ -156,6 +165,14 @@ class Capture:
         ok, *times = self.proc.stdout.readline().split()
         assert ok == "ok"
         return [int(t) for t in times]
+
+    def raw_clock(self) -> tuple[int, int]:
+        """``(JACK frame time, CLOCK_MONOTONIC_RAW in microseconds)`` read together in the capture process."""
+        self.proc.stdin.write("raw\n")
+        self.proc.stdin.flush()
+        ok, frame, usecs = self.proc.stdout.readline().split()
+        assert ok == "ok"
+        return int(frame), int(usecs)
 
     def clock(self) -> tuple[int, float]:
         """``(JACK frame time, time.time())`` read together in the capture process."""

@@ -28,7 +28,7 @@ from compiler_bridge.program import Program
 from compiler_bridge.settings import AUDIO
 from runtimes.audio.engine import NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
-from helpers import CaptureProcess, clear_of, our_ports, wait_for
+from helpers import ON_PIPEWIRE, CaptureProcess, clear_of, our_ports, wait_for
 
 SINE_GAIN = 0.2  # examples/sine's gain
 SETTLE_S = 0.3  # lets JACK finish re-sorting its graph after a client or connection change
@@ -584,6 +584,7 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
                     "freq_hz": round(frequency_hz(x, sr), 3)}
 
         ours = attempts(ATTEMPTS, measure)
+        device = rt.config.output_device  # (the server's playback: PortAudio's default may be any client)
 
     control = c_client_under_stress(cap, ATTEMPTS)
 
@@ -594,7 +595,7 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
         outdata[:, 0] = SINE_GAIN * np.sin(t)
         phase[0] = float(t[-1] + 2 * np.pi * 440.0 / sr)
 
-    with sd.OutputStream(samplerate=sr, channels=1, dtype="float32", callback=python_callback):
+    with sd.OutputStream(device=device, samplerate=sr, channels=1, dtype="float32", callback=python_callback):
         _listen(our_ports(cap, "out"), cap)
         cap.start()
         hold_gil_and_collect()
@@ -614,7 +615,9 @@ def test_gil_held_500ms_and_full_gc_cause_no_xrun_unlike_a_python_callback(sine_
     # client's none), so the xrun counts get two attempts' worth of noise beside the C client's.
     assert all(r["max_gap_ms"] < 100.0 for r in ours), ours
     assert sum(r["xruns"] > 0 for r in ours) <= sum(r["xruns"] > 0 for r in control) + 2, (ours, control)
-    assert python["xruns"] >= 10 and python["late_cycles"] > 0, python  # the test can fail
+    # the test can fail (PipeWire tells its JACK clients of no xrun for a stalled graph: seen there,
+    # 0 xruns beside the same 500 ms gap)
+    assert (python["xruns"] >= 10 or ON_PIPEWIRE) and python["late_cycles"] > 0, python
     assert python["max_gap_ms"] >= 400.0, python  # ... and the gap tells a GIL wait apart
 
 
@@ -659,6 +662,7 @@ def test_thousand_swaps_give_no_xrun_and_no_click(sine_programs, capture):
 
 
 @pytest.mark.jack
+@pytest.mark.skipif(ON_PIPEWIRE, reason="PipeWire runs on a null sink here: no capture device to take input from")
 def test_input_channels_reach_the_kernel(loop_program, capture):
     """A JACK test sine played into the runtime's input comes back out at half gain."""
     from runtimes.audio import AudioRuntime
@@ -716,7 +720,7 @@ def test_unopenable_device_says_why_and_lists_devices(sine_programs, settings, r
     with pytest.raises(RuntimeInitError) as info:
         rt.start(sine_programs[440.0], sine_programs[440.0].new_state())
     assert reason in str(info.value)
-    assert "available devices" in str(info.value) and "system" in str(info.value)
+    assert "available devices" in str(info.value) and ", JACK Audio Connection Kit (" in str(info.value)
     rt.close()
 
 

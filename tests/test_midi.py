@@ -16,7 +16,7 @@ import pytest
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import MIDI
-from helpers import mark, on_link_clock, stuck_notes, wait_for
+from helpers import ON_PIPEWIRE, mark, on_link_clock, stuck_notes, wait_for
 from jack_midi_capture import Capture
 from runtimes.base import RuntimeInitError
 from runtimes.clock import Transport
@@ -352,6 +352,8 @@ def test_a_destination_that_comes_back_is_reconnected(programs):
     assert (clock[0] - first_events[0][0]) % 200 == 0  # ticks stayed on time meanwhile
 
 
+@pytest.mark.skipif(ON_PIPEWIRE, reason="python-rtmidi's JACK API under pw-jack lists only its own ports "
+                                        "(seen: 'available: livehost:in'); livehost's native JACK path is used there")
 def test_rtmidi_path_plays_clock_and_notes_through_python_rtmidi(programs):
     with Capture("cap") as cap:
         rt = _runtime(backend="rtmidi_jack", output="cap:in", tempo_bpm=600.0)

@@ -36,7 +36,7 @@ from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
 from ..base import BaseRuntime, require_kernel, wait_until
-from ..midi.jack import CLIENT_NAME, ServerWatch, libjack, playback_client, playback_latency_frames
+from ..midi.jack import CLIENT_NAME, ServerWatch, libjack, physical_client, playback_latency_frames
 from ..realtime.controls import ControlRing
 from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
@@ -90,9 +90,9 @@ def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None, jac
     With no ``device`` setting, *hostapi* (a host API name) picks that host
     API's default devices: a device that comes back is looked for where it was.
     On JACK (*jack_client*, a client of that server to look with) the default
-    is the client that owns the physical playback ports (the sound card, or
-    PipeWire's sink), not the first client PortAudio lists: there every JACK
-    client is a device, and the first may be any program's.
+    is the client that owns the physical playback (and capture) ports: the
+    sound card, or PipeWire's sink, not the first client PortAudio lists:
+    there every JACK client is a device, and the first may be any program's.
 
     Raises
     ------
@@ -109,7 +109,8 @@ def resolve_stream(settings: dict[str, Any], sd, hostapi: str | None = None, jac
             raise DeviceError(f"PortAudio sees no {hostapi} device")
         out_device, in_device = api["default_output_device"], api["default_input_device"]
     if device is None and jack_client:
-        out_device = _jack_device(sd, playback_client(jack_client), out_device)
+        out_device = _jack_device(sd, physical_client(jack_client), out_device)
+        in_device = _jack_device(sd, physical_client(jack_client, playback=False), in_device)
     try:
         out_info = sd.query_devices(out_device, "output")
         in_info = sd.query_devices(in_device, "input") if channels_in else None

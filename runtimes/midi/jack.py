@@ -116,10 +116,11 @@ def port_names(client: int, pattern: str | None, port_type: bytes | None, flags:
     return out
 
 
-def playback_client(client: int) -> str | None:
+def physical_client(client: int, playback: bool = True) -> str | None:
     """The client that owns the server's first physical playback port (the sound card, or a
-    PipeWire sink): where audio goes when nothing else is asked for."""
-    ports = port_names(client, None, AUDIO_TYPE, _JACK_PORT_IS_INPUT | _JACK_PORT_IS_PHYSICAL)
+    PipeWire sink: where audio goes when nothing else is asked for), or capture port."""
+    flags = (_JACK_PORT_IS_INPUT if playback else _JACK_PORT_IS_OUTPUT) | _JACK_PORT_IS_PHYSICAL
+    ports = port_names(client, None, AUDIO_TYPE, flags)
     return ports[0].split(":", 1)[0] if ports else None
 
 
@@ -136,7 +137,8 @@ def playback_latency_frames(client: int, port_name: str) -> int | None:
 
 
 def clock_offset_us(samples: int = 5) -> float:
-    """JACK's clock (``jack_get_time``) minus CLOCK_MONOTONIC_RAW (Link's clock on Linux), in
+    """JACK's clock (``jack_get_time``; a client of this process must be open: jackd's library sets its
+    clock up then) minus CLOCK_MONOTONIC_RAW (Link's clock on Linux), in
     microseconds, measured: jackd keeps time in CLOCK_MONOTONIC_RAW (about 0), PipeWire in
     CLOCK_MONOTONIC (hundreds of ms away, drifting as the clock is slewed). The read with the
     tightest pair of RAW reads around it wins."""
