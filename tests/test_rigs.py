@@ -250,3 +250,48 @@ def audio(s, ctx, inp, out):
           f"log: {[r['message'] for r in lh.records() if 'latency' in r['message']]}")
     assert not lh.messages(RESTARTED) and not lh.messages("quarantined")
     assert abs(pitch_hz(x) - 441.0) < 0.5
+
+
+@pytest.mark.skipif(shutil.which("jack_midi_clock") is None, reason="jack_midi_clock is not installed "
+                    "(apt-get install jack-midi-clock)")
+@pytest.mark.skipif(ON_PIPEWIRE, reason="the JACK transport does not roll on PipeWire 0.3.65 (seen: jack_midi_clock "
+                                        "sent no byte after transport_start)")
+def test_a_real_clock_leader_that_follows_the_jack_transport_is_followed_headless(tmp_path):
+    """jack_midi_clock (Debian's jack-midi-clock) sends Start and clock when the JACK transport
+    rolls: livehost, booted first and connected to it by ``connect_from``, plays each note on
+    one of its clock bytes, heard by a capture that hears the leader's bytes too."""
+    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
+                              'connect_from = "jack_midi_clock"\nconnect_to = "mclkcap:in"\n'
+                              'send_clock = false\nsend_transport = false\n', FOLLOWER_PATCH)
+    transport = [sys.executable, "-c", "import sys, jack; c = jack.Client('lh-transport', no_start_server=True); "
+                 "c.transport_stop() if sys.argv[1] == 'stop' else c.transport_start()"]
+    with Capture("mclkcap") as cap:
+        lh = LivehostRun(proj)
+        leader = None
+        try:
+            lh.wait_for("Successfully initialized runtime: midi")
+            subprocess.run([*transport, "stop"], check=True, timeout=30)
+            leader = subprocess.Popen(["jack_midi_clock", "-b", "120", "-B", "mclkcap:in"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            lh.wait_for("MIDI: connected jack_midi_clock", 10)
+            time.sleep(0.5)
+            subprocess.run([*transport, "start"], check=True, timeout=30)
+            time.sleep(3.0)
+            subprocess.run([*transport, "stop"], check=True, timeout=30)
+            time.sleep(0.5)
+            lh.terminate()
+        finally:
+            lh.kill()
+            if leader is not None:
+                leader.terminate()
+                leader.wait(10)
+        heard = cap.stop()
+        xruns = cap.xrun_frames
+    clocks = [f for f, d in heard if d == [CLOCK]]
+    ons = [f for f, d in heard if len(d) == 3 and d[0] & 0xF0 == NOTE_ON and d[2] > 0]
+    print(f"\nthe leader's clock bytes: {len(clocks)}; livehost's notes: {len(ons)}; xruns: {len(xruns)}")
+    assert [d for f, d in heard if d == [START]] and len(clocks) >= 24 * 4  # the leader played (3 s at 120 BPM)
+    judged = [f for f in ons if clear_of([f], xruns).all()]
+    assert len(judged) >= len(clocks) // 6 // 2, (len(judged), len(clocks))
+    assert set(judged) <= set(clocks), sorted(set(judged) - set(clocks))[:5]  # each on a byte of the leader's
+    assert not lh.messages(RESTARTED) and stuck_notes(d for f, d in heard) == set()
