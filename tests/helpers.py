@@ -25,6 +25,33 @@ LIVEHOST_RUN = [sys.executable, "-m", "host.cli", "--log-format", "json", "run"]
 ON_PIPEWIRE = "pipewire" in os.environ.get("LD_LIBRARY_PATH", "")
 
 
+# A MIDI kernel that counts the notes it played (from 30, on the runtime's channel): a restart
+# that restored the state goes on from the count, not from 30.
+COUNTER_PATCH = '''from compiler_bridge.api import note_off, note_on
+
+
+class State:
+    count = 0
+
+
+def midi(s, ctx, ev):
+    if ctx.tick % 6 == 0:
+        note_on(ev, 30 + s.count % 60, 100)
+    elif ctx.tick % 6 == 3:
+        note_off(ev, 30 + s.count % 60)
+        s.count += 1
+'''
+
+
+def rig_project(tmp_path: Path, toml: str, patch: str) -> Path:
+    """A project ``tmp_path/rig`` with this ``livehost.toml`` and ``patch.py``."""
+    proj = tmp_path / "rig"
+    proj.mkdir()
+    (proj / "livehost.toml").write_text(toml)
+    (proj / "patch.py").write_text(patch)
+    return proj
+
+
 def wait_for(predicate, timeout_s: float = 60.0, poll_s: float = 0.005) -> None:
     """Wait until *predicate()* is true; fail the test after *timeout_s*."""
     deadline = time.monotonic() + timeout_s

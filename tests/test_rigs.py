@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from helpers import (ON_PIPEWIRE, CaptureProcess, LivehostRun, clear_of, pitch_hz, stuck_notes,
-                     stuck_notes_clear_of, wait_for)
+from helpers import (COUNTER_PATCH, ON_PIPEWIRE, CaptureProcess, LivehostRun, clear_of, pitch_hz, rig_project,
+                     stuck_notes, stuck_notes_clear_of, wait_for)
 from jack_midi_capture import Capture
 
 pytestmark = pytest.mark.jack
@@ -28,31 +26,6 @@ pytestmark = pytest.mark.jack
 RATE = 48000
 NOTE_ON, STOP, START, CONTINUE, CLOCK = 0x90, 0xFC, 0xFA, 0xFB, 0xF8
 RESTARTED = "restarting in"
-
-FOLLOWER_PATCH = '''\
-from compiler_bridge.api import note_off, note_on
-
-
-class State:
-    count = 0
-
-
-def midi(s, ctx, ev):
-    if ctx.tick % 6 == 0:
-        note_on(ev, 40 + s.count % 40, 100)
-    elif ctx.tick % 6 == 3:
-        note_off(ev, 40 + s.count % 40)
-        s.count += 1
-'''
-
-
-def _project(tmp_path, toml: str, patch: str, name: str = "rig"):
-    proj = tmp_path / name
-    proj.mkdir()
-    (proj / "livehost.toml").write_text(toml)
-    (proj / "patch.py").write_text(patch)
-    return proj
-
 
 def _clock_plan(beats: int, bpm: float = 120.0) -> tuple[list, list[int], int]:
     """A leader's Start, *beats* of clock bytes and Stop: ``(plan, clock frames, stop frame)``."""
@@ -67,8 +40,8 @@ def test_a_follower_started_before_its_leader_waits_and_plays_on_its_bytes_from_
     leader's Start makes no music and is no hang: no restart, no quarantine; once the leader
     (connected by ``connect_from``) starts, every note lands on one of its clock bytes, and its
     Stop ends them."""
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
-                              'connect_from = "rigleader:out"\nconnect_to = "rigcap:in"\n', FOLLOWER_PATCH)
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
+                                 'connect_from = "rigleader:out"\nconnect_to = "rigcap:in"\n', COUNTER_PATCH)
     with Capture("rigcap") as cap:
         lh = LivehostRun(proj)
         try:
@@ -122,8 +95,8 @@ def midi(s, ctx, ev):
 
 
 def test_a_kernel_that_hangs_in_the_jack_callback_is_ended_quarantined_and_the_program_before_plays(tmp_path):
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nconnect_to = "hangcap:in"\nchannel = 2\n',
-                    FOLLOWER_PATCH)
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nconnect_to = "hangcap:in"\nchannel = 2\n',
+                       COUNTER_PATCH)
     with Capture("hangcap") as cap:
         lh = LivehostRun(proj)
         try:
@@ -158,7 +131,7 @@ def test_a_kernel_that_hangs_in_the_jack_callback_is_ended_quarantined_and_the_p
 
 def test_duration_ends_a_supervised_run_whatever_it_waits_for(tmp_path):
     """A follower with no leader waits for good: ``--duration`` still ends it, with status 0."""
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n', FOLLOWER_PATCH)
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n', COUNTER_PATCH)
     lh = LivehostRun(proj, "--duration", "4")
     try:
         code = lh.proc.wait(60)
@@ -175,7 +148,7 @@ def test_a_named_server_that_appears_late_is_joined_by_both_runtimes(tmp_path):
     env = {**os.environ, "JACK_DEFAULT_SERVER": name}
     toml = (f'jack_server = "{name}"\nselected_runtime = 0\n[[runtime_settings]]\nruntime = "audio"\n'
             '[[runtime_settings]]\nruntime = "midi"\nconnect_to = "namedcap:in"\n')
-    proj = _project(tmp_path, toml, FOLLOWER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
+    proj = rig_project(tmp_path, toml, COUNTER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
     for i in range(out.shape[0]):
         out[i, 0] = 0.1
 
@@ -214,7 +187,7 @@ def test_headless_audio_opens_the_servers_playback_not_another_client_and_plays_
     """Beside a client with audio inputs (on PipeWire PortAudio lists every client as a device, and
     the first may be any program's), the audio runtime plays into the server's playback ports,
     its JACK client named livehost, for 30 s with no restart; the pitch is right."""
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "audio"\n', '''import math
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "audio"\n', '''import math
 
 
 class State:
@@ -260,9 +233,9 @@ def test_a_real_clock_leader_that_follows_the_jack_transport_is_followed_headles
     """jack_midi_clock (Debian's jack-midi-clock) sends Start and clock when the JACK transport
     rolls: livehost, booted first and connected to it by ``connect_from``, plays each note on
     one of its clock bytes, heard by a capture that hears the leader's bytes too."""
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
-                              'connect_from = "jack_midi_clock"\nconnect_to = "mclkcap:in"\n'
-                              'send_clock = false\nsend_transport = false\n', FOLLOWER_PATCH)
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
+                                 'connect_from = "jack_midi_clock"\nconnect_to = "mclkcap:in"\n'
+                                 'send_clock = false\nsend_transport = false\n', COUNTER_PATCH)
     transport = [sys.executable, "-c", "import sys, jack; c = jack.Client('lh-transport', no_start_server=True); "
                  "c.transport_stop() if sys.argv[1] == 'stop' else (c.transport_locate(0), c.transport_start())"]
     with Capture("mclkcap") as cap:

@@ -11,35 +11,11 @@ import time
 
 import pytest
 
-from helpers import stuck_notes, wait_for
+from helpers import COUNTER_PATCH, rig_project, stuck_notes, wait_for
 from host.supervisor import HANG_S
 
 LIVEHOST = [sys.executable, "-m", "host.cli"]
 START, CLOCK = 0xFA, 0xF8
-
-COUNTER_PATCH = '''from compiler_bridge.api import note_off, note_on
-
-
-class State:
-    count = 0
-
-
-def midi(s, ctx, ev):
-    if ctx.tick % 6 == 0:
-        note_on(ev, 30 + s.count % 60, 100)
-    elif ctx.tick % 6 == 3:
-        note_off(ev, 30 + s.count % 60)
-        s.count += 1
-'''
-
-
-def _project(tmp_path, toml: str, patch: str):
-    proj = tmp_path / "rig"
-    proj.mkdir()
-    (proj / "livehost.toml").write_text(toml)
-    (proj / "patch.py").write_text(patch)
-    return proj
-
 
 def _headless(proj) -> subprocess.Popen:
     return subprocess.Popen([*LIVEHOST, "run", str(proj), "--headless"], stdout=subprocess.DEVNULL,
@@ -73,7 +49,7 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_a_killed_host_is_restarted_its_notes_ended_and_its_state_kept(tmp_path):
     from jack_midi_capture import Capture
 
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nchannel = 3\nconnect_to = "supcap:in"\n',
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nchannel = 3\nconnect_to = "supcap:in"\n',
                     COUNTER_PATCH)
     with Capture("supcap") as cap:
         sup = _headless(proj)
@@ -122,7 +98,7 @@ def midi(s, ctx, ev):
 
 def test_a_hung_engine_is_ended_and_restarted_and_a_program_that_keeps_hanging_is_set_aside(tmp_path):
     good = COUNTER_PATCH
-    proj = _project(tmp_path, '[[runtime_settings]]\nruntime = "logic"\n', good)
+    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "logic"\n', good)
     sup = _headless(proj)
     try:
         wait_for(lambda: (proj / ".livehost" / "compiled.json").exists(), 60)

@@ -304,6 +304,7 @@ class JackPath:
         lib = self.lib
         port = lib.jack_port_by_name(self.client, source.encode())
         if port and lib.jack_port_connected_to(port, destination.encode()):
+            self._seen.add(other)  # (connected by hand, or before a lost server: it counts as coming back)
             return True
         if lib.jack_connect(self.client, source.encode(), destination.encode()) != 0:
             return False
