@@ -25,6 +25,7 @@ Commands on stdin, one per line:
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def _serve(name: str) -> None:
     xruns: list[int] = []  # JACK's frame time when each of the server's xrun notices arrived
     to_send: queue.SimpleQueue = queue.SimpleQueue()
     plan = {"events": [], "next": 0, "base": None, "late": 0}
+    # On PipeWire a client with MIDI ports only is driven apart from the sink's driver, on a frame
+    # clock of its own: a silent audio output into the sink puts it on the sink's, so that its frames
+    # and an audio capture's can be compared (on jackd there is one frame clock anyway).
+    sync = client.outports.register("sync") if "pipewire" in os.environ.get("LD_LIBRARY_PATH", "") else None
 
     @client.set_xrun_callback
     def xrun(delay_us: float) -> None:
@@ -53,6 +58,8 @@ def _serve(name: str) -> None:
         for offset, data in inport.incoming_midi_events():
             recorded.append((start + offset, list(bytes(data))))
         outport.clear_buffer()
+        if sync is not None:
+            sync.get_array().fill(0.0)
         while not to_send.empty():
             outport.write_midi_event(0, to_send.get())
         events = plan["events"]
@@ -76,6 +83,8 @@ def _serve(name: str) -> None:
         return libjack.jack_frames_to_time(handle, frame & 0xFFFFFFFF)
 
     with client:
+        if sync is not None:
+            client.connect(sync, client.get_ports(is_physical=True, is_input=True, is_audio=True)[0])
         print("ready", inport.name, outport.name, flush=True)
         for line in sys.stdin:
             cmd, *args = line.split()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import (ON_PIPEWIRE, XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, jack_frame_of,
+from helpers import (XRUN_AFTER, XRUN_BEFORE, CaptureProcess, LivehostRun, follow_livehost, jack_frame_of,
                      pitch_hz, portaudio_ports, save, stuck_notes, take_clean, wait_for)
 from jack_midi_capture import Capture
 
@@ -177,8 +177,6 @@ def _project(folder: Path, patch: str, toml: str) -> Path:
     return folder
 
 
-@pytest.mark.xfail(ON_PIPEWIRE, reason="on PipeWire 0.3.65 the captures hear the first clock bytes of a switch from "
-                   "audio while the faded audio still sounds, one quantum (1024 frames) of overlap; open")
 def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_carried(tmp_path, rig):
     proj = _project(tmp_path / "switch", SWITCH_PATCH, SWITCH_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:
@@ -346,8 +344,6 @@ def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
     return float(frame - bar)
 
 
-@pytest.mark.xfail(ON_PIPEWIRE, reason="on PipeWire 0.3.65 the MIDI runtime a switch from audio starts is heard as "
-                   "one burst of ticks at one frame with no Start (seen: 14 events at frame 0, no 0xFA); open")
 def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_path, rig):
     proj = _project(tmp_path / "switchbar", SWITCH_BAR_PATCH, SWITCH_BAR_TOML.format(selected=0))
     with Capture("llcap") as midi_cap:

@@ -487,3 +487,54 @@ def test_send_writes_mido_messages_at_a_tick_and_tracks_their_notes(programs):
     clocks = set(_clock_frames(events).tolist())
     assert sent[0][0] == sent[1][0] and sent[0][0] in clocks  # together, on a tick's frame
     _assert_no_stuck_note(events)
+
+
+# --- the JACK cycle's frame clock, on a virtual server --------------------------------
+
+
+def _cycles(programs, frame_times: list[int], nframes: int = 1024) -> tuple[list[int], int]:
+    """Run the JACK cycle's engine code on these JACK frame times (no server: a virtual one);
+    return how many ticks each cycle played, and the clock jumps it saw."""
+    import numba
+    from numba import carray
+
+    from compiler_bridge.abi import as_voidptr
+    from runtimes.midi.engine import SLOTS_DTYPE, STARTING, MidiEngine, run_cycle
+
+    @numba.njit
+    def cycle(address, frame, n):
+        run_cycle(carray(as_voidptr(address), 1, SLOTS_DTYPE)[0], 0, 0, frame, n)
+
+    settings = MIDI.resolve({"send_clock": False, "send_transport": False})
+    engine = MidiEngine(settings, 48000.0, 120.0)  # a tick every 1000 frames
+    program = programs["sequencer"]
+    engine.first(program, program.new_state(), settings)
+    engine.set_run_state(STARTING)
+    played = []
+    for frame in frame_times:
+        before = int(engine.get("ticks"))
+        cycle(engine.address, np.uint32(frame & 0xFFFFFFFF), nframes)
+        played.append(int(engine.get("ticks")) - before)
+    return played, int(engine.get("clock_jumps"))
+
+
+def test_a_jump_of_the_servers_frame_clock_moves_no_tick(programs):
+    """PipeWire sets a client's frame time anew when the graph changes (a MIDI-only client moved to
+    the sink's driver as an audio client joins or leaves: 22,528 frames back, seen here). The ticks
+    go on one per 1000 frames across such a jump, back or far ahead, as with none: no burst of
+    ticks 'due' since, no silence. The control: a jump forward under JUMP_S is missed cycles (an
+    xrun), and the ticks due in them are played late, at once."""
+    def run(jump: int) -> tuple[list[int], int]:
+        frames = [1000 + 1024 * k for k in range(40)]
+        frames.append(frames[-1] + 1024 + jump)
+        frames += [frames[-1] + 1024 * k for k in range(1, 40)]
+        return _cycles(programs, [f + (1 << 32) - 50 * 1024 for f in frames])  # across the wrap of jack_nframes_t
+
+    steady, _ = run(0)
+    for jump in (-22528, 10 * 48000):
+        played, jumps = run(jump)
+        print(f"\njump {jump:+d} frames: ticks per cycle around it {played[37:44]} (none: {steady[37:44]})")
+        assert played == steady and jumps == 1
+    missed, jumps = run(2048)
+    print(f"two cycles missed: ticks per cycle around them {missed[37:44]}")
+    assert jumps == 0 and sum(missed) == sum(steady) + 2 and max(missed) >= 3

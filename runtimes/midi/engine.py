@@ -68,6 +68,12 @@ ROW_NOTE, ROW_VELOCITY = 128, 129
 # held up upstream (a late client, a busy USB or network link) and delivered at once.
 # They count as ticks but say nothing of the tempo, and a tempo is published only from
 # a window whose intervals agree (three bytes or more) and that lies within the bounds.
+# A JACK frame time that goes back, or forward by more than JUMP_S past the cycle expected, is the
+# server's frame clock set anew, not time that passed: PipeWire moves a client to another driver when
+# the graph changes (seen: 22,528 frames back when an audio client joined or left), and the ticks'
+# schedule goes on as if the cycle had followed the last. A smaller step forward is missed cycles
+# (an xrun): their ticks are played late, at once.
+JUMP_S = 0.5
 CLOCK_WINDOW = 96
 CLOCK_RESET = 0.1
 LOST_CLOCKS = 3.0
@@ -94,7 +100,10 @@ SLOTS_DTYPE = np.dtype(
         ("frames_per_tick", "f8"), ("tempo_bpm", "f8"), ("sample_rate", "f8"),
         ("pending_bpm", "f8"), ("tempo_seq", "i8"), ("tempo_applied", "i8"),
         ("ppqn", "i8"), ("clock_div", "i8"), ("send_clock", "i8"), ("send_transport", "i8"),
-        ("channel", "i8"), ("frame_base", "i8"), ("last_cycle", "i8"), ("last_note_in", "i8"),
+        ("channel", "i8"), ("last_note_in", "i8"),
+        # the cycle's first frame on the engine's own count (JACK's frame time unwrapped, and carried
+        # across a jump of it), JACK's frame time of that cycle, its length (0: no cycle yet), jumps
+        ("cycle_start", "i8"), ("last_cycle", "i8"), ("cycle_frames", "i8"), ("clock_jumps", "i8"),
         ("beat_origin", "f8"),  # the transport's beat at tick 0
         ("jump_tick", "i8"),  # -1, or the tick to continue from at the next tick (Song Position Pointer)
         ("release", "i8"),  # 1: end the sounding notes at the next tick (the channel setting changed)
@@ -647,7 +656,8 @@ def _follow_cycle(sl, out_buffer, in_buffer, start, nframes):
 def _heard_us(sl, start):
     """When the cycle that begins at frame *start* is heard, on JACK's clock (microseconds): the
     cycle's time from ``jack_frames_to_time``, plus the output latency."""
-    return float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, start & 0xFFFFFFFF)) + sl.link_latency_us
+    jack_frame = (sl.last_cycle + start - sl.cycle_start) & 0xFFFFFFFF  # (the engine's count may differ from JACK's)
+    return float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, jack_frame)) + sl.link_latency_us
 
 
 @_jit
@@ -707,12 +717,25 @@ def _start_on_beat(sl, start):
 
 
 @_jit
+def _cycle_start(sl, cycle_u32, nframes):
+    """This cycle's first frame on the engine's count: JACK's frame time *cycle_u32* unwrapped
+    (jack_nframes_t wraps after about 24 h at 48 kHz), a jump of it carried over (see JUMP_S)."""
+    step = (cycle_u32 - sl.last_cycle) & 0xFFFFFFFF  # frames since the last cycle began
+    if sl.cycle_frames == 0:  # the first cycle (on this server)
+        sl.cycle_start = cycle_u32
+    elif step >= 1 << 31 or step > sl.cycle_frames + JUMP_S * sl.sample_rate:
+        sl.clock_jumps += 1
+        sl.cycle_start += sl.cycle_frames
+    else:
+        sl.cycle_start += step
+    sl.last_cycle, sl.cycle_frames = cycle_u32, nframes
+    return sl.cycle_start
+
+
+@_jit
 def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
-    """Play every tick due in this cycle of *nframes* frames starting at *cycle_u32*."""
-    if cycle_u32 < sl.last_cycle:  # jack_nframes_t wrapped (after ~24 h at 48 kHz)
-        sl.frame_base += 1 << 32
-    sl.last_cycle = cycle_u32
-    start = sl.frame_base + cycle_u32
+    """Play every tick due in this cycle of *nframes* frames starting at JACK frame *cycle_u32*."""
+    start = _cycle_start(sl, cycle_u32, nframes)
     sl.cycles += 1
     state = sl.run_state
     if state == STOPPING:
@@ -958,7 +981,7 @@ class MidiEngine:
     def stats(self) -> dict[str, Any]:
         g = self.get
         return {"notes_on": int(g("notes_on")), "events_out": int(g("events_out")),
-                "events_in": int(g("events_in")), "swaps": int(g("swaps")),
+                "events_in": int(g("events_in")), "swaps": int(g("swaps")), "clock_jumps": int(g("clock_jumps")),
                 "kernel_errors": int(g("kernel_errors")), "dropped": int(g("dropped")),
                 "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped"))}
 

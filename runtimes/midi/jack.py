@@ -232,7 +232,7 @@ class JackPath:
         s = engine.slots
         engine.set_run_state(IDLE)
         if resume:  # the old server's frame count means nothing here
-            s["frame_base"], s["last_cycle"] = 0, 0
+            s["cycle_frames"] = 0  # (the next cycle starts the count from this server's frame time)
         s["client"] = self.client
         self.out_port = self._register(self.settings["output"] or "out", _JACK_PORT_IS_OUTPUT)
         s["out_port"] = self.out_port
