@@ -1,6 +1,6 @@
 """A JACK MIDI client that records every event with its absolute frame time.
 
-Run as a separate process (``python jack_midi_capture.py NAME``) so that its
+Run as a separate process (``python jack_midi_capture.py NAME [sink-clock]``) so that its
 Python process callback never waits on the test's GIL. It has a MIDI input
 ``NAME:in`` (recorded) and output ``NAME:out`` (sends what it is told to).
 Commands on stdin, one per line:
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 
-def _serve(name: str) -> None:
+def _serve(name: str, sink_clock: bool) -> None:
     import jack
 
     client = jack.Client(name, no_start_server=True)
@@ -44,9 +44,10 @@ def _serve(name: str) -> None:
     to_send: queue.SimpleQueue = queue.SimpleQueue()
     plan = {"events": [], "next": 0, "base": None, "late": 0}
     # On PipeWire a client with MIDI ports only is driven apart from the sink's driver, on a frame
-    # clock of its own: a silent audio output into the sink puts it on the sink's, so that its frames
-    # and an audio capture's can be compared (on jackd there is one frame clock anyway).
-    sync = client.outports.register("sync") if "pipewire" in os.environ.get("LD_LIBRARY_PATH", "") else None
+    # clock of its own: with *sink_clock*, a silent audio output into the sink puts it on the sink's,
+    # so that its frames and an audio capture's can be compared (on jackd there is one frame clock).
+    on_pipewire = "pipewire" in os.environ.get("LD_LIBRARY_PATH", "")
+    sync = client.outports.register("sync") if sink_clock and on_pipewire else None
 
     @client.set_xrun_callback
     def xrun(delay_us: float) -> None:
@@ -128,10 +129,14 @@ class Capture:
         JACK client name; its ports are ``NAME:in`` and ``NAME:out``.
     env : dict, optional
         The client's environment (``JACK_DEFAULT_SERVER`` for another server).
+    sink_clock : bool
+        On PipeWire, join the sink's driver (a silent audio output into it), so that the frames
+        recorded here compare with an audio capture's (a MIDI-only client has a frame clock of its own).
     """
 
-    def __init__(self, name: str = "capture", env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), name], stdin=subprocess.PIPE,
+    def __init__(self, name: str = "capture", env: dict | None = None, sink_clock: bool = False) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), name,
+                                      *(["sink-clock"] if sink_clock else [])], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         try:
             ready = self.proc.stdout.readline().split()
@@ -218,4 +223,4 @@ class Capture:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], sink_clock=sys.argv[2:] == ["sink-clock"])

@@ -179,7 +179,7 @@ def _project(folder: Path, patch: str, toml: str) -> Path:
 
 def test_audio_midi_audio_five_times_nothing_stuck_no_clock_over_sound_state_carried(tmp_path, rig):
     proj = _project(tmp_path / "switch", SWITCH_PATCH, SWITCH_TOML.format(selected=0))
-    with Capture("llcap") as midi_cap:
+    with Capture("llcap", sink_clock=True) as midi_cap:
         lh, cap = rig(proj)
         cap.start()
         for k in range(1, 6):
@@ -346,7 +346,7 @@ def _bar_offset(report: dict, position: np.ndarray, frame: int) -> float:
 
 def test_with_swap_on_bar_audio_to_midi_and_back_each_comes_in_on_the_bar(tmp_path, rig):
     proj = _project(tmp_path / "switchbar", SWITCH_BAR_PATCH, SWITCH_BAR_TOML.format(selected=0))
-    with Capture("llcap") as midi_cap:
+    with Capture("llcap", sink_clock=True) as midi_cap:
         lh, cap = rig(proj)
         cap.start()
         time.sleep(0.5)

@@ -70,8 +70,9 @@ ROW_NOTE, ROW_VELOCITY = 128, 129
 # a window whose intervals agree (three bytes or more) and that lies within the bounds.
 # A JACK frame time that goes back, or forward by more than JUMP_S past the cycle expected, is the
 # server's frame clock set anew, not time that passed: PipeWire moves a client to another driver when
-# the graph changes (seen: 22,528 frames back when an audio client joined or left), and the ticks'
-# schedule goes on as if the cycle had followed the last. A smaller step forward is missed cycles
+# the graph changes (seen: 22,528 frames back when an audio client joined or left). The ticks'
+# schedule goes on by the time that passed on JACK's clock (which runs on across drivers), or, when
+# that is not known, as if the cycle had followed the last. A smaller step forward is missed cycles
 # (an xrun): their ticks are played late, at once.
 JUMP_S = 0.5
 CLOCK_WINDOW = 96
@@ -104,6 +105,7 @@ SLOTS_DTYPE = np.dtype(
         # the cycle's first frame on the engine's own count (JACK's frame time unwrapped, and carried
         # across a jump of it), JACK's frame time of that cycle, its length (0: no cycle yet), jumps
         ("cycle_start", "i8"), ("last_cycle", "i8"), ("cycle_frames", "i8"), ("clock_jumps", "i8"),
+        ("cycle_us", "f8"),  # that cycle's time on JACK's clock (jack_frames_to_time; JACK path)
         ("beat_origin", "f8"),  # the transport's beat at tick 0
         ("jump_tick", "i8"),  # -1, or the tick to continue from at the next tick (Song Position Pointer)
         ("release", "i8"),  # 1: end the sounding notes at the next tick (the channel setting changed)
@@ -721,14 +723,23 @@ def _cycle_start(sl, cycle_u32, nframes):
     """This cycle's first frame on the engine's count: JACK's frame time *cycle_u32* unwrapped
     (jack_nframes_t wraps after about 24 h at 48 kHz), a jump of it carried over (see JUMP_S)."""
     step = (cycle_u32 - sl.last_cycle) & 0xFFFFFFFF  # frames since the last cycle began
+    now_us = -1.0
+    if sl.fn_frames_to_time != 0:
+        now_us = float(_jack_frames_to_time(sl.fn_frames_to_time, sl.client, cycle_u32))
+    most = sl.cycle_frames + JUMP_S * sl.sample_rate
     if sl.cycle_frames == 0:  # the first cycle (on this server)
         sl.cycle_start = cycle_u32
-    elif step >= 1 << 31 or step > sl.cycle_frames + JUMP_S * sl.sample_rate:
+    elif step >= 1 << 31 or step > most:
         sl.clock_jumps += 1
-        sl.cycle_start += sl.cycle_frames
+        step = sl.cycle_frames
+        if now_us >= 0.0 and sl.cycle_us >= 0.0:
+            passed = np.int64(np.floor((now_us - sl.cycle_us) * sl.sample_rate / 1e6 + 0.5))
+            if 0 < passed <= most:
+                step = passed
+        sl.cycle_start += step
     else:
         sl.cycle_start += step
-    sl.last_cycle, sl.cycle_frames = cycle_u32, nframes
+    sl.last_cycle, sl.cycle_frames, sl.cycle_us = cycle_u32, nframes, now_us
     return sl.cycle_start
 
 
