@@ -50,7 +50,7 @@ def test_a_killed_host_is_restarted_its_notes_ended_and_its_state_kept(tmp_path)
     from jack_midi_capture import Capture
 
     proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nchannel = 3\nconnect_to = "supcap:in"\n',
-                    COUNTER_PATCH)
+                       COUNTER_PATCH)
     with Capture("supcap") as cap:
         sup = _headless(proj)
         try:

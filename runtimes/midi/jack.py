@@ -124,6 +124,13 @@ def physical_client(client: int, playback: bool = True) -> str | None:
     return ports[0].split(":", 1)[0] if ports else None
 
 
+def _playback_latency(port: int) -> int:
+    """Frames from *port* to where it is heard: JACK's playback latency range, its maximum."""
+    latency = (ctypes.c_uint32 * 2)()
+    libjack().jack_port_get_latency_range(port, _JACK_PLAYBACK_LATENCY, ctypes.byref(latency))
+    return int(latency[1])
+
+
 def playback_latency_frames(client: int, port_name: str) -> int | None:
     """Frames from *port_name*'s buffer to where it is heard (JACK's playback latency, its
     maximum, plus the cycle being written); None when there is no such port."""
@@ -131,9 +138,7 @@ def playback_latency_frames(client: int, port_name: str) -> int | None:
     port = lib.jack_port_by_name(client, port_name.encode())
     if not port:
         return None
-    latency = (ctypes.c_uint32 * 2)()
-    lib.jack_port_get_latency_range(port, _JACK_PLAYBACK_LATENCY, ctypes.byref(latency))
-    return int(latency[1]) + int(lib.jack_get_buffer_size(client))
+    return _playback_latency(port) + int(lib.jack_get_buffer_size(client))
 
 
 def clock_offset_us(samples: int = 5) -> float:
@@ -318,9 +323,7 @@ class JackPath:
 
     def playback_latency_frames(self) -> int:
         """Frames from our output port to where its events are heard (JACK's playback latency, its maximum)."""
-        latency = (ctypes.c_uint32 * 2)()
-        self.lib.jack_port_get_latency_range(self.out_port, 1, ctypes.byref(latency))  # 1: JackPlaybackLatency
-        return int(latency[1])
+        return _playback_latency(self.out_port)
 
     def stats(self) -> dict[str, Any]:
         return self.engine.frame_stats()
