@@ -219,6 +219,12 @@ def store_release(array, index, value):
 
 
 @numba.njit(cache=True, nogil=True)
+def frames_per_tick(sample_rate, tempo_bpm, ppqn):
+    """Frames from one tick to the next at *tempo_bpm* with *ppqn* ticks per beat (numba and Python)."""
+    return sample_rate * 60.0 / (tempo_bpm * ppqn)
+
+
+@numba.njit(cache=True, nogil=True)
 def fill_context(ctx, block_frames, tick, frame_time, beat, tempo_bpm):
     """Write the per-call fields of a one-record context array (every caller uses this)."""
     c = ctx[0]

@@ -22,7 +22,7 @@ from compiler_bridge.errors import HostError, SourceError
 
 # The real-time engines, built into numba's cache by the compile worker, so
 # the first start does not wait for them.
-ENGINE_MODULES = ("runtimes.audio.engine", "runtimes.midi.engine")
+ENGINE_MODULES = ("runtimes.audio.engine", "runtimes.ticks.engine")
 
 log = logging.getLogger("livehost.host")
 

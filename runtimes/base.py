@@ -13,10 +13,12 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
 
 from .clock import Clock, SystemClock, Transport
+from .realtime.handover import Offer
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.001) -> bool:
@@ -34,6 +36,13 @@ def require_kernel(program: Program, kernel: str) -> None:
     if not program.has(kernel):
         signature = "audio(s, ctx, inp, out)" if kernel == "audio" else "midi(s, ctx, ev)"
         raise RuntimeInitError(f"{kernel}: the patch defines no {signature} kernel")
+
+
+def offer(program: Program, kernel: str, state: np.ndarray | None = None) -> Offer:
+    """What an engine is handed to play *program*'s *kernel* from *state* (the defaults when None),
+    taking over on the beat or bar its ``swap_on`` asks for."""
+    return Offer(program, program.kernels.get(kernel, 0), program.new_state() if state is None else state,
+                 program.layout, swap_every_beats(program.config))
 
 
 class Runtime(Protocol):
@@ -155,14 +164,23 @@ class BaseRuntime:
         """Write *value* to the playing state's field *name* (element *index*) at the
         next block or tick boundary; False when the engine's queue is full.
 
-        Raises KeyError (no such field), IndexError, or RuntimeInitError
-        (nothing plays, or this runtime takes no live writes).
+        While a swap waits for its beat or bar, the write goes to the program
+        that plays (the swap carries it), not to the one waiting: it is heard
+        at once. Raises KeyError (no such field), IndexError, or
+        RuntimeInitError (nothing plays, or this runtime takes no live writes).
         """
         with self._lock:
             ring = self._controls() if self.started and not self.closed else None
             if ring is None or self.program is None:
                 raise RuntimeInitError(f"{self.id}: takes no state writes now")
-            return ring.push(*self.program.layout.target(name, index), float(value))
+            playing = self._playing_program()
+            if playing is None or name not in playing.layout.names():
+                playing = self.program
+            pushed = ring.push(*playing.layout.target(name, index), float(value))
+            if pushed and playing is not self.program and self._playing_program() is not playing:
+                # the swap was taken as this was pushed: the write may have found the old state gone
+                pushed = ring.push(*self.program.layout.target(name, index), float(value))
+            return pushed
 
     def close(self) -> None:
         """Silence and free everything; closing twice is fine."""
@@ -212,3 +230,13 @@ class BaseRuntime:
     def _controls(self):
         """The engine's :class:`~runtimes.realtime.controls.ControlRing`, if it has one."""
         return None
+
+    def _playing_program(self) -> Program | None:
+        """The program the engine plays now: :attr:`program` (the newest asked for) unless a
+        swap waits for its beat or bar, or a watchdog went back to the one before."""
+        return self.program
+
+
+def carried_to(program: Program, playing: Program, state: np.ndarray) -> np.ndarray:
+    """*state* of *playing* as a state of *program* (itself when they are one: a swap taken)."""
+    return state if playing is program else program.layout.carry(playing.layout, state)

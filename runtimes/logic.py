@@ -13,11 +13,11 @@ import numpy as np
 
 from compiler_bridge.program import Program
 
-from .base import BaseRuntime
-from .midi.engine import MidiEngine
+from .base import BaseRuntime, carried_to, offer
 from .midi.ticked import NOMINAL_SAMPLE_RATE, TickedEngine
+from .ticks.engine import TickEngine
 
-SWAP_TIMEOUT_S = 2.0
+SEEN_TIMEOUT_S = 2.0  # a clock thread that does not step for this long is not running
 
 
 def _engine_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -33,13 +33,13 @@ class LogicRuntime(BaseRuntime):
         super().__init__(settings, **kwargs)
         self.events: collections.deque = collections.deque(maxlen=8192)  # (tick, status, data1, data2)
         self.events_out = 0
-        self.engine: MidiEngine | None = None
+        self.engine: TickEngine | None = None
         self._ticked: TickedEngine | None = None
 
     def _open(self, program: Program, state: np.ndarray) -> None:
         settings = _engine_settings(self.settings)
-        self.engine = MidiEngine(settings, NOMINAL_SAMPLE_RATE, self.transport.tempo_bpm)
-        self.engine.first(program, state, settings)
+        self.engine = TickEngine(settings, NOMINAL_SAMPLE_RATE, self.transport.tempo_bpm)
+        self.engine.first(offer(program, "midi", state))
         self._ticked = TickedEngine(self.engine, self.transport, self.clock, self._record, name="livehost-logic")
         self._ticked.start(self.start_at_beat)
 
@@ -49,13 +49,16 @@ class LogicRuntime(BaseRuntime):
         self.events_out += len(messages)
 
     def _load(self, program: Program) -> None:
-        self.engine.swap(program, _engine_settings(self.settings), SWAP_TIMEOUT_S)
+        self.engine.swap(offer(program, "midi"), SEEN_TIMEOUT_S)  # (on its beat or bar: taken later)
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
         self.engine.apply_settings(_engine_settings(settings))
 
     def _snapshot(self) -> np.ndarray:
-        return self.engine.state()
+        return carried_to(self.program, *self.engine.playing())
+
+    def _playing_program(self) -> Program | None:
+        return self.engine.playing()[0] if self.engine is not None else self.program
 
     def liveness(self) -> tuple[int, bool, bool] | None:
         return self.engine.liveness() if self.engine is not None else None

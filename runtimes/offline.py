@@ -18,9 +18,10 @@ from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
 
 from .audio.engine import NativeEngine
-from .base import BaseRuntime
-from .midi.engine import STARTING, STOPPING, MidiEngine
+from .base import BaseRuntime, offer
 from .midi.ticked import NOMINAL_SAMPLE_RATE
+from .ticks.engine import TickEngine
+from .ticks.slots import WANT_RUN, WANT_STOP
 
 log = logging.getLogger("livehost.runtimes")
 
@@ -40,7 +41,7 @@ def render_audio(program: Program, path: Path, seconds: float, *, sample_rate: i
     total = round(seconds * sample_rate)
     engine = NativeEngine(float(sample_rate), 0, channels_out, block_frames, crossfade_ms=0.0)
     engine.set_transport(tempo, 0.0, 0)
-    engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+    engine.request_swap(offer(program, "audio"))
     out = np.zeros((block_frames, channels_out), np.float32)
     with sf.SoundFile(path, "w", sample_rate, channels_out, subtype="FLOAT", format="WAV") as f:
         sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
@@ -66,14 +67,14 @@ def render_midi(program: Program, path: Path, seconds: float, *, ppqn: int = 24,
     tempo = tempo_bpm or program.tempo_bpm
     ticks = round(seconds * tempo / 60.0 * ppqn)
     settings = {"ppqn": ppqn, "channel": channel, "send_clock": False, "send_transport": False}
-    engine = MidiEngine(settings, NOMINAL_SAMPLE_RATE, tempo)
-    engine.first(program, program.new_state(), settings)
-    engine.set_run_state(STARTING)
+    engine = TickEngine(settings, NOMINAL_SAMPLE_RATE, tempo)
+    engine.first(offer(program, "midi"))
+    engine.want(WANT_RUN)
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
     last = 0
     for n in range(ticks + 1):
         if n == ticks:
-            engine.set_run_state(STOPPING)  # the last step ends every sounding note
+            engine.want(WANT_STOP)  # the last step ends every sounding note
         for data in engine.step():
             track.append(mido.Message.from_bytes(list(data), time=n - last))
             last = n

@@ -499,17 +499,19 @@ def _cycles(programs, frame_times: list[int], nframes: int = 1024) -> tuple[list
     from numba import carray
 
     from compiler_bridge.abi import as_voidptr
-    from runtimes.midi.engine import SLOTS_DTYPE, STARTING, MidiEngine, run_cycle
+    from runtimes.base import offer
+    from runtimes.ticks.cycle import run_cycle
+    from runtimes.ticks.engine import TickEngine
+    from runtimes.ticks.slots import SLOTS_DTYPE, WANT_RUN
 
     @numba.njit
     def cycle(address, frame, n):
         run_cycle(carray(as_voidptr(address), 1, SLOTS_DTYPE)[0], 0, 0, frame, n)
 
     settings = MIDI.resolve({"send_clock": False, "send_transport": False})
-    engine = MidiEngine(settings, 48000.0, 120.0)  # a tick every 1000 frames
-    program = programs["sequencer"]
-    engine.first(program, program.new_state(), settings)
-    engine.set_run_state(STARTING)
+    engine = TickEngine(settings, 48000.0, 120.0)  # a tick every 1000 frames
+    engine.first(offer(programs["sequencer"], "midi"))
+    engine.want(WANT_RUN)
     played = []
     for frame in frame_times:
         before = int(engine.get("ticks"))

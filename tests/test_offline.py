@@ -100,7 +100,9 @@ def test_every_example_compiles_and_renders(project, tmp_path, name):
 
 
 def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
-    from runtimes.midi.engine import STARTING, MidiEngine
+    from runtimes.base import offer
+    from runtimes.ticks.engine import TickEngine
+    from runtimes.ticks.slots import WANT_RUN
 
     proj = tmp_path / "ctx"
     proj.mkdir()
@@ -109,9 +111,9 @@ def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
                                    "def midi(s, ctx, ev):\n    s.frames = ctx.block_frames\n    s.frame = ctx.frame_time\n")
     program = Program.from_compiled(compile_project(proj))
     settings = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": False}
-    engine = MidiEngine(settings, 48000.0, 120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
-    engine.first(program, program.new_state(), settings)
-    engine.set_run_state(STARTING)
+    engine = TickEngine(settings, 48000.0, 120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
+    engine.first(offer(program, "midi"))
+    engine.want(WANT_RUN)
     for _ in range(6):  # ticks 0..5
         engine.step()
     state = engine.state()

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from runtimes.audio.engine import NativeEngine, audio_callback
-from runtimes.midi.engine import STARTING, MidiEngine
+from runtimes.base import offer, wait_until
+from runtimes.ticks.engine import TickEngine
+from runtimes.ticks.slots import WANT_RUN
 
 WITH_CUTOFF = '''
 class State:
@@ -86,13 +88,13 @@ class AudioSide:
     def __init__(self, program: Program) -> None:
         self.engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
         self.controls = self.engine.controls
-        self.engine.request_swap(program, program.new_state(), np.zeros((0, 3), np.int64))
+        self.engine.request_swap(offer(program, "audio"))
         out = np.zeros((64, 1), np.float32)
         self.running = Running(lambda: _CALLBACK(None, out.ctypes.data, 64, None, 0, self.engine.address))
 
     def swap(self, new: Program, old: Program, while_pending=lambda: None) -> np.ndarray:
         state = new.new_state()
-        seq = self.engine.request_swap(new, state, new.layout.carry_table(old.layout))
+        seq = self.engine.request_swap(offer(new, "audio", state))
         while_pending()  # the callback takes the swap somewhere in here
         while not self.engine.acked("swap", seq):
             pass
@@ -107,18 +109,20 @@ class MidiSide:
     """The tick engine, stepped in a loop as a clock thread would."""
 
     def __init__(self, program: Program) -> None:
-        self.engine = MidiEngine(MIDI_SETTINGS, 48000.0, 120.0)
+        self.engine = TickEngine(MIDI_SETTINGS, 48000.0, 120.0)
         self.controls = self.engine.controls
-        self.engine.first(program, program.new_state(), MIDI_SETTINGS)
-        self.engine.set_run_state(STARTING)
+        self.engine.first(offer(program, "midi"))
+        self.engine.want(WANT_RUN)
         self.running = Running(self.engine.step)
 
     def swap(self, new: Program, old: Program, while_pending=lambda: None) -> np.ndarray:
         racer = threading.Thread(target=while_pending)
         racer.start()  # racing the swap, which waits for the next tick
-        assert self.engine.swap(new, MIDI_SETTINGS, timeout_s=5.0)
+        state = new.new_state()
+        seq = self.engine.request(offer(new, "midi", state))
+        assert wait_until(lambda: self.engine.handover.taken(seq), 5.0)
         racer.join()
-        return self.engine.blocks[-1].state
+        return state
 
 
 SIDES = {"audio": AudioSide, "midi": MidiSide}

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
-from ..base import BaseRuntime, require_kernel, wait_until
+from ..base import BaseRuntime, carried_to, offer, require_kernel, wait_until
 from ..midi.jack import CLIENT_NAME, ServerWatch, libjack, physical_client, playback_latency_frames
 from ..realtime.controls import ControlRing
+from ..realtime.handover import Offer
 from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 
@@ -472,8 +472,9 @@ class AudioRuntime(BaseRuntime):
         self._publish_transport(engine)
         if self._engine is None and self.start_at_beat is not None:
             engine.start_on_beat(self.start_at_beat)
-        program, state = self._held if self._engine is None else self._engine.newest()
-        seq = engine.request_swap(program, np.ascontiguousarray(state).copy(), np.zeros((0, 3), np.int64))
+        program, state = self._held if self._engine is None else self._engine.playing()
+        seq = engine.request_swap(Offer(program, program.kernels["audio"], np.array(state, copy=True),
+                                        program.layout))  # (at once: it goes on where it was)
         return engine, seq
 
     def _load(self, program: Program) -> None:
@@ -491,13 +492,12 @@ class AudioRuntime(BaseRuntime):
         log.info("audio: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
 
     def _swap(self, program: Program) -> None:
+        """Hand *program* to the callback and wait until it has seen it (one block): it takes
+        it there, or at the frame of its beat or bar, without anyone waiting for that."""
         engine = self._engine
         self._publish_transport(engine)
-        state = program.layout.defaults()
-        every = swap_every_beats(program.config)
-        seq = engine.request_swap(program, state, program.layout.carry_table(engine.newest()[0].layout), every)
-        wait_s = every * 60.0 / self.transport.tempo_bpm  # a swap on the next beat or bar waits for it
-        if not self._answered(self._stream, lambda: engine.acked("swap", seq), extra_s=wait_s):
+        seq = engine.request_swap(offer(program, "audio"))
+        if not self._answered(self._stream, lambda: engine.seen(seq)):
             raise RuntimeInitError("audio: the stream stopped calling back; could not swap programs "
                                    "(is the JACK server or the device still there?)")
         engine.release_finished()
@@ -519,13 +519,18 @@ class AudioRuntime(BaseRuntime):
         if engine is None:
             return self._held[1].copy()
         if self._stream is not None and not self._faded:
-            dst = np.zeros(1, engine.newest()[0].layout.dtype)
-            seq = engine.request_snapshot(dst)
+            seq = engine.request_snapshot()
             if self._answered(self._stream, lambda: engine.acked("snap", seq)):
-                return self.program.layout.carry(engine.newest()[0].layout, dst)
+                copied = engine.snapshot(seq)
+                if copied is not None:
+                    return carried_to(self.program, *copied)
         # faded out, or no answer: no stream calls back, nothing writes the state now
-        program, state = engine.newest()
-        return self.program.layout.carry(program.layout, state)
+        program, state = engine.playing()
+        return carried_to(self.program, program, np.array(state, copy=True))
+
+    def _playing_program(self) -> Program | None:
+        playing = self._engine.playing() if self._engine is not None else None
+        return playing[0] if playing is not None else self.program
 
     def close(self) -> None:
         self._stop.set()  # an attempt to get the device back gives up at once

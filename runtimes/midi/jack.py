@@ -27,8 +27,9 @@ from numba import carray, types
 from compiler_bridge.errors import DeviceError
 
 from ..base import wait_until
-from . import engine as engine_module
-from .engine import IDLE, RUNNING, STARTING, STOPPED, STOPPING, MidiEngine
+from ..ticks import cycle
+from ..ticks.engine import TickEngine
+from ..ticks.slots import WANT_IDLE, WANT_RUN
 
 log = logging.getLogger("livehost.runtimes")
 
@@ -200,7 +201,7 @@ class JackPath:
         self.ports: dict[str, str] = {}
         self.reconnects = 0
         self._seen: set[str] = set()  # destinations connected at least once
-        self.engine: MidiEngine | None = None
+        self.engine: TickEngine | None = None
 
     def _register(self, short_name: str, flags: int) -> int:
         port = self.lib.jack_port_register(self.client, short_name.encode(), MIDI_TYPE, flags, 0)
@@ -226,7 +227,7 @@ class JackPath:
         """The server shut this client down; its handle is dead."""
         return bool(self.gone)
 
-    def open(self, engine: MidiEngine, *, resume: bool = False, require_destination: bool = True) -> None:
+    def open(self, engine: TickEngine, *, resume: bool = False, require_destination: bool = True) -> None:
         """Register the ports and join the graph; *engine* idles until :meth:`start`.
 
         *resume*: the engine played on a server that went away (see
@@ -235,7 +236,7 @@ class JackPath:
         """
         self.engine = engine
         s = engine.slots
-        engine.set_run_state(IDLE)
+        engine.want(WANT_IDLE)
         if resume:  # the old server's frame count means nothing here
             s["cycle_frames"] = 0  # (the next cycle starts the count from this server's frame time)
         s["client"] = self.client
@@ -257,7 +258,7 @@ class JackPath:
         if target and require_destination and not [d for d in self._destinations() if target in d]:
             raise DeviceError(f"no MIDI output port matches {target!r} "
                                    f"(available: {', '.join(self._destinations()) or 'none'})")
-        if self.lib.jack_set_process_callback(self.client, engine_module.process.address, engine.address) != 0:
+        if self.lib.jack_set_process_callback(self.client, cycle.process.address, engine.address) != 0:
             raise DeviceError("jack_set_process_callback failed")
         if self.lib.jack_activate(self.client) != 0:
             raise DeviceError("jack_activate failed")
@@ -273,10 +274,10 @@ class JackPath:
         s = self.engine.slots
         self._wait_cycles(2)  # a new connection takes effect at a cycle boundary: let Start arrive
         if resume:
-            if s["jump_tick"][0] < 0:  # (unless a locate() is waiting)
-                s["jump_tick"] = s["next_tick"][0]
-            s["release"] = 1
-        self.engine.set_run_state(STARTING)
+            if not self.engine.jump_pending():  # (unless a locate() is waiting)
+                self.engine.locate(int(s["next_tick"][0]))
+            self.engine.release_notes()
+        self.engine.want(WANT_RUN)
 
     def _wait_cycles(self, n: int, timeout_s: float = 1.0) -> None:
         """Wait until the process callback has run *n* more times."""
@@ -335,9 +336,8 @@ class JackPath:
         """
         if not self.client:
             return
-        if self.engine is not None and self.engine.get("run_state") in (STARTING, RUNNING) and not self.lost:
-            self.engine.set_run_state(STOPPING)
-            wait_until(lambda: self.engine.get("run_state") == STOPPED or self.lost, 2.0)
+        if self.engine is not None and not self.lost:
+            self.engine.stop(2.0, lost=lambda: self.lost)
         if not self.lost:
             self.lib.jack_deactivate(self.client)
             self.lib.jack_client_close(self.client)

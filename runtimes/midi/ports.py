@@ -15,7 +15,7 @@ from typing import Any
 from compiler_bridge.errors import DeviceError
 
 from ..clock import Clock, Transport
-from .engine import MidiEngine
+from ..ticks.engine import TickEngine
 from .jack import CLIENT_NAME
 from .ticked import TickedEngine
 
@@ -74,7 +74,7 @@ class RtmidiPath:
         self.ports["output"] = name
         return self.backend.open_output(name)  # (mido makes any port with a client_name virtual)
 
-    def open(self, engine: MidiEngine, transport: Transport, clock: Clock, at_beat: float | None = None) -> None:
+    def open(self, engine: TickEngine, transport: Transport, clock: Clock, at_beat: float | None = None) -> None:
         self.ticked = TickedEngine(engine, transport, clock, self._send, name="livehost-midi-ticks")
         if self.settings["input"]:
             name = self._match(self.settings["input"], self.backend.get_input_names(), "input")

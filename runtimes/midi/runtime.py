@@ -26,14 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.abi import acquire_fence
-from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import DeviceError, RuntimeInitError
 from compiler_bridge.program import Program
 
-from ..base import BaseRuntime, require_kernel
+from ..base import BaseRuntime, carried_to, offer, require_kernel
 from ..recovery import Recovery
-from .engine import MidiEngine
+from ..ticks.engine import TickEngine
 from .jack import JackPath, clock_offset_us, jack_server_running, libjack
 from .ports import RETRY_S, RtmidiPath
 from .ticked import NOMINAL_SAMPLE_RATE
@@ -69,7 +67,7 @@ class MidiRuntime(BaseRuntime):
     def __init__(self, settings: dict[str, Any], **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.path: JackPath | RtmidiPath | None = None
-        self.engine: MidiEngine | None = None
+        self.engine: TickEngine | None = None
         self._held: tuple[Program, np.ndarray] | None = None  # what plays once there is a server
         self._lost_path: JackPath | None = None  # its client is dead; only its port bookkeeping is used
         self._start_by: float | None = None  # the opened path starts when its destinations are there, or then
@@ -180,19 +178,20 @@ class MidiRuntime(BaseRuntime):
             raise
         self.path, self.engine, self._held, self._lost_path, self._resume = path, engine, None, None, resume
 
-    def _new_engine(self, sample_rate: float) -> MidiEngine:
+    def _new_engine(self, sample_rate: float) -> TickEngine:
         """An engine for *sample_rate*; one that played on another server's rate hands on all it had."""
-        engine = MidiEngine(self.settings, sample_rate, self.transport.tempo_bpm)
+        engine = TickEngine(self.settings, sample_rate, self.transport.tempo_bpm)
         old = self.engine
         if old is None:
-            engine.first(*self._held, self.settings)
+            program, state = self._held
+            engine.first(offer(program, "midi", state))
             engine.slots["panic"] = int(self.panic_on_start)
             return engine
-        program, state = _playing(old)
-        engine.first(program, state, self.settings)
+        program, state = old.playing()
+        engine.first(offer(program, "midi", state))
         if program is not self.program:  # a swap that had not played yet
-            engine.swap(self.program, self.settings, timeout_s=0.0)
-        for name in ("ticks", "next_tick", "channels_used", "notes_on", "swaps"):
+            engine.request(offer(self.program, "midi"))
+        for name in ("ticks", "next_tick", "channels_used", "notes_on", "swaps", "run_want"):
             engine.slots[name] = old.slots[name]
         engine.notes[:] = old.notes
         return engine
@@ -259,7 +258,7 @@ class MidiRuntime(BaseRuntime):
         self._start_by = None
         self._start_path(self.path, self.engine, self._resume)
 
-    def _start_path(self, path: JackPath, engine: MidiEngine, resume: bool) -> None:
+    def _start_path(self, path: JackPath, engine: TickEngine, resume: bool) -> None:
         """Start the clock; a first start asked for on a beat (:attr:`start_at_beat`) puts tick 0 at
         the frame where the transport reaches it (not on a Link session, nor following a clock in:
         they say where the ticks go)."""
@@ -299,13 +298,15 @@ class MidiRuntime(BaseRuntime):
             old_program, old_state = self._held
             self._held = (program, program.layout.carry(old_program.layout, old_state))
         elif self.path is None or self._start_by is not None:
-            self.engine.swap(program, self.settings, timeout_s=0.0)  # taken at the first tick on the new server
-        elif not self.engine.swap(program, self.settings, timeout_s=2 * self._tick_s() + 0.5 +
-                                  swap_every_beats(program.config) * 60.0 / self.transport.tempo_bpm):
+            self.engine.request(offer(program, "midi"))  # taken at the first tick on the new server
+        elif not self.engine.swap(offer(program, "midi"), timeout_s=2 * self._tick_s() + 0.5):
+            # (a swap on the beat or bar is seen at the next tick and taken there: nobody waits for it)
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
-            return
         if self._recovery.waiting:
             log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
+
+    def _playing_program(self) -> Program | None:
+        return self.engine.playing()[0] if self.engine is not None else self.program
 
     def _link_changed(self, tempo_bpm: float, beat: float, time_us: float, quantum: float) -> None:
         """On the JACK path each tick is placed on the session's timeline in the process
@@ -317,7 +318,7 @@ class MidiRuntime(BaseRuntime):
             return
         self._apply_link(self.engine)
 
-    def _apply_link(self, engine: MidiEngine) -> None:
+    def _apply_link(self, engine: TickEngine) -> None:
         tempo_bpm, beat, time_us, quantum = self._link
         # Link's time is CLOCK_MONOTONIC_RAW; the engine places ticks on JACK's clock, which is
         # that on jackd but CLOCK_MONOTONIC on PipeWire: measured here, at every publication
@@ -358,10 +359,7 @@ class MidiRuntime(BaseRuntime):
     def _snapshot(self) -> np.ndarray:
         if self.engine is None:
             return self._held[1].copy()
-        program, state = _playing(self.engine)
-        if program is self.program:
-            return state
-        return self.program.layout.carry(program.layout, state)  # a swap still waits for a tick
+        return carried_to(self.program, *self.engine.playing())  # (a swap may still wait for its tick)
 
     def liveness(self) -> tuple[int, bool, bool] | None:
         engine = self.engine
@@ -388,10 +386,3 @@ class MidiRuntime(BaseRuntime):
             self.path.close()
         _OPEN.discard(self)
 
-
-def _playing(engine: MidiEngine) -> tuple[Program, np.ndarray]:
-    """The program *engine* plays and a copy of its state."""
-    playing = engine.get("program")
-    acquire_fence()  # what the native side wrote before it took the program is visible
-    block = next(b for b in engine.blocks if b.address == playing)
-    return block.program, block.state.copy()

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from ..clock import Clock, Transport
 from ..ticker import TickLoop
-from .engine import RUNNING, STARTING, STOPPING, MidiEngine
+from ..ticks.engine import TickEngine
+from ..ticks.slots import WANT_RUN
 
 Sink = Callable[[int, list[tuple[int, ...]]], None]  # sink(tick index, messages as byte tuples)
 
@@ -21,13 +22,13 @@ NOMINAL_SAMPLE_RATE = 48000.0  # Hz: frames only give the kernels block_frames a
 
 
 class TickedEngine:
-    """A :class:`MidiEngine` stepped once per tick by a clock thread.
+    """A :class:`TickEngine` stepped once per tick by a clock thread.
 
     Tick 0 is the next tick of the *transport* after :meth:`start`; the
     kernels' ``ctx.beat`` continues the transport's beat from there.
     """
 
-    def __init__(self, engine: MidiEngine, transport: Transport, clock: Clock, sink: Sink, *, name: str) -> None:
+    def __init__(self, engine: TickEngine, transport: Transport, clock: Clock, sink: Sink, *, name: str) -> None:
         self.engine = engine
         self.transport = transport
         self.clock = clock
@@ -41,7 +42,7 @@ class TickedEngine:
         if at_beat is not None:
             first_beat = max(first_beat, float(at_beat))
         self.engine.slots["beat_origin"] = first_beat
-        self.engine.set_run_state(STARTING)
+        self.engine.want(WANT_RUN)
         self.loop.start(first_beat)
 
     def _on_tick(self, n: int, deadline_ns: int) -> None:
@@ -51,8 +52,8 @@ class TickedEngine:
     def stop(self) -> None:
         """Stop the clock thread, then end every sounding note (and send Stop)."""
         self.loop.stop()
-        if self.engine.get("run_state") in (STARTING, RUNNING):
-            self.engine.set_run_state(STOPPING)
+        if self.engine.get("run_want") == WANT_RUN:
+            self.engine.stop(timeout_s=0.0)  # (asked for here, done by the last step)
             self.sink(self.loop.ticks, self.engine.step())
 
     def stats(self) -> dict[str, Any]:
