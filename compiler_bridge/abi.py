@@ -28,6 +28,7 @@ allocates, locks or takes the GIL on the real-time side.
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 import numba
 import numpy as np
@@ -251,10 +252,19 @@ def carry_state(src, dst, table):
 KERNEL_CFUNCTYPE = ctypes.CFUNCTYPE(ctypes.c_int32, *(ctypes.c_void_p,) * 5)
 
 
+PAGE_BYTES = mmap.PAGESIZE
+
+
 def prefault(*arrays: np.ndarray) -> None:
-    """Write every page of *arrays* once, so the real-time side never takes a
-    first-touch page fault (which waits on the process's memory-map lock,
-    held by whatever thread is allocating at that moment)."""
+    """Write every page *arrays* span once (the page of the first byte to the page of the
+    last: an array need not start on a page), so the real-time side never takes a
+    first-touch page fault (which waits on the process's memory-map lock, held by
+    whatever thread is allocating at that moment). The arrays are contiguous."""
     for array in arrays:
         raw = array.reshape(-1).view(np.uint8)
-        raw[::4096] = raw[::4096]
+        if raw.size == 0:
+            continue
+        start = raw.ctypes.data
+        offsets = np.arange(start - start % PAGE_BYTES, start + raw.size, PAGE_BYTES) - start
+        offsets[0] = 0  # (the first page from the array's first byte)
+        raw[offsets] = raw[offsets]

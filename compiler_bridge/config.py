@@ -35,6 +35,7 @@ TOP_LEVEL = {
     "link": (bool, "true or false (join an Ableton Link session)"),
     "quantum": ((int, float), "a number of beats (Link's phase cycle)"),
     "jack_server": (str, 'the name of a JACK server (jackd -n NAME), e.g. "stage"'),
+    "lock_memory": (bool, "true or false (lock livehost's memory in RAM: no page fault in a callback)"),
 }
 DEFAULT_TEMPO_BPM = 120.0
 # When a new program takes over: at the next block (at once: a changed number is heard within
@@ -61,6 +62,7 @@ class ProjectConfig:
     link: bool = False
     quantum: float = 4.0
     jack_server: str | None = None  # read by livehost run when it starts (JACK_DEFAULT_SERVER)
+    lock_memory: bool = True  # read by livehost run when it starts
 
     def line_of(self, *key) -> int | None:
         return self.lines.get(tuple(key))
@@ -146,7 +148,7 @@ def load_config(project_dir: Path, schemas: dict[str, RuntimeSchema] = SCHEMAS) 
     return ProjectConfig(path, data.get("name", Path(project_dir).resolve().name), selected,
                          float(tempo), resolved, warnings, lines, text, swap_on, beats_per_bar, osc_port,
                          data.get("osc_host", "127.0.0.1"), data.get("link", False), float(quantum),
-                         data.get("jack_server") or None)
+                         data.get("jack_server") or None, data.get("lock_memory", True))
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:

@@ -157,18 +157,22 @@ def _use_jack_server(args, project: Path) -> None:
     """``--jack-server``, else ``jack_server`` in livehost.toml, names the JACK server both runtimes
     join (and wait for): libjack reads JACK_DEFAULT_SERVER, so it is set before any client opens
     (and passed on to a supervised child)."""
-    from compiler_bridge.config import load_config
-    from compiler_bridge.errors import ConfigError
-
-    name = args.jack_server
-    if name is None:
-        try:
-            name = load_config(project).jack_server
-        except ConfigError:  # the compile says what is wrong with it
-            name = None
+    name = args.jack_server if args.jack_server is not None else _config_value(project, "jack_server", None)
     if name:
         os.environ["JACK_DEFAULT_SERVER"] = name
         log.info("JACK server: %s", name)
+
+
+def _config_value(project: Path, key: str, default):
+    """A top-level setting of livehost.toml read as livehost run starts; *default* when the
+    file cannot be read (the compile says what is wrong with it)."""
+    from compiler_bridge.config import load_config
+    from compiler_bridge.errors import ConfigError
+
+    try:
+        return getattr(load_config(project), key)
+    except ConfigError:
+        return default
 
 
 def cmd_run(args) -> int:
@@ -182,9 +186,11 @@ def cmd_run(args) -> int:
     from compiler_bridge.worker import CompileWorker
 
     from .host import Host
+    from .memory import lock_memory
     from .status import status_line
 
     project = _project(args.project)
+    lock_memory(_config_value(project, "lock_memory", True))
     sys.unraisablehook = _kernel_raised_hook(sys.unraisablehook)
     stop = threading.Event()  # SIGTERM from here on ends the run cleanly, also during start-up
     old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -94,6 +94,7 @@ class Host:
         self._from_file: dict | None = None  # the last compile's result, before live overrides
         self._overrides: dict[str, tuple[Any, Any]] = {}  # key -> (value, the file's value when it was set)
         self._link = None  # a host.link.LinkSync while the config says link = true
+        self._awaited: Program | None = None  # swapped in, waiting for its beat or bar
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -308,6 +309,10 @@ class Host:
             runtime = self.runtime
             polls += 1
             try:
+                awaited = self._awaited
+                if awaited is not None and runtime is not None and runtime.playing_program() is awaited:
+                    self._awaited = None
+                    log.info("Program %s took over", awaited.source_hash)
                 for line in runtime.new_faults() if runtime is not None else ():
                     log.error("%s", line)
                 if runtime is not None and polls % round(COUNTS_POLL_S / FAULT_POLL_S) == 0:
@@ -456,7 +461,13 @@ class Host:
                       program.source_hash, self.runtime.id, exc)
             return
         self.settings = settings
-        log.info("Swapped program %s into runtime: %s", program.source_hash, self.runtime.id)
+        every = swap_every_beats(program.config)
+        if every > 0 and self.runtime.playing_program() is not program:
+            self._awaited = program
+            log.info("Swapped program %s into runtime: %s (it takes over on the next %s)", program.source_hash,
+                     self.runtime.id, "beat" if every == 1 else "bar")
+        else:
+            log.info("Swapped program %s into runtime: %s", program.source_hash, self.runtime.id)
 
     def _recreate(self, entry: RegistryEntry, settings: dict[str, Any], program: Program,
                   old_tempo_bpm: float) -> None:

@@ -53,6 +53,7 @@ class Runtime(Protocol):
     def load(self, program: Program) -> None: ...
     def update_settings(self, settings: dict[str, Any]) -> None: ...
     def snapshot(self) -> tuple[Program, np.ndarray]: ...
+    def playing_program(self) -> Program | None: ...
     def stats(self) -> dict[str, Any]: ...
     def liveness(self) -> tuple[int, bool, bool] | None:
         """For a heartbeat: the engine's calls that returned (a count that grows while its callback
@@ -231,9 +232,12 @@ class BaseRuntime:
         """The engine's :class:`~runtimes.realtime.controls.ControlRing`, if it has one."""
         return None
 
-    def _playing_program(self) -> Program | None:
+    def playing_program(self) -> Program | None:
         """The program the engine plays now: :attr:`program` (the newest asked for) unless a
-        swap waits for its beat or bar, or a watchdog went back to the one before."""
+        swap waits for its beat or bar, or a watchdog went back to the one before. Takes no lock."""
+        return self._playing_program()
+
+    def _playing_program(self) -> Program | None:
         return self.program
 
 

@@ -9,8 +9,10 @@ import json
 import os
 import re
 import signal
+import gc
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -391,3 +393,34 @@ def phase_errors_ms(onsets_us: np.ndarray, samples: np.ndarray) -> np.ndarray:
     slope = (beat[i] - beat[i - 1]) / (t[i] - t[i - 1])  # beats per microsecond: the tempo there
     at = beat[i - 1] + (onsets_us - t[i - 1]) * slope
     return (at - np.round(at)) / slope / 1000.0
+
+
+def hold_gil_and_collect(objects: int = 400_000) -> None:
+    """Hold the GIL 2 x 500 ms, then run a full gc over *objects* containers.
+
+    Runs in a thread of its own at nice 19: it holds the GIL just the same,
+    but leaves the CPU to the audio threads, so what is measured is waiting
+    for the GIL, not a core taken away on a 2-core machine.
+    """
+    worker = threading.Thread(target=_stress, args=(objects,), name="gil-stress")
+    worker.start()
+    worker.join()
+
+
+def _stress(objects: int) -> None:
+    """The switch interval goes to 1 s, else Python hands the GIL to a waiting thread every 5 ms."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    graph = [[i, {"i": i}] for i in range(objects // 2)]
+    for a, b in zip(graph, graph[1:]):
+        a.append(b)  # a chain of references gc has to walk
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        for _ in range(2):
+            end = time.perf_counter() + 0.5
+            while time.perf_counter() < end:
+                pass
+        gc.collect()
+    finally:
+        sys.setswitchinterval(old)
+    del graph

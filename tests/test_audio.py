@@ -10,12 +10,9 @@ cycles rather than as a gap in the audio; the tests count those.
 from __future__ import annotations
 
 import ctypes
-import gc
 import math
 import os
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from compiler_bridge.settings import AUDIO
 from runtimes.audio.engine import NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine, audio_callback
 from runtimes.base import offer
 
-from helpers import ON_PIPEWIRE, CaptureProcess, clear_of, our_ports, wait_for
+from helpers import ON_PIPEWIRE, CaptureProcess, clear_of, hold_gil_and_collect, our_ports, wait_for
 
 SINE_GAIN = 0.2  # examples/sine's gain
 SETTLE_S = 0.3  # lets JACK finish re-sorting its graph after a client or connection change
@@ -68,37 +65,6 @@ def max_step(amplitude: float, freq_hz: float, sample_rate: float, crossfade_fra
     """
     bound = amplitude * 2 * math.pi * freq_hz / sample_rate + 2 * amplitude / max(crossfade_frames, 1)
     return bound * 1.05 + 1e-6
-
-
-def hold_gil_and_collect(objects: int = 400_000) -> None:
-    """Hold the GIL 2 x 500 ms, then run a full gc over *objects* containers.
-
-    Runs in a thread of its own at nice 19: it holds the GIL just the same,
-    but leaves the CPU to the audio threads, so what is measured is waiting
-    for the GIL, not a core taken away on a 2-core machine.
-    """
-    worker = threading.Thread(target=_stress, args=(objects,), name="gil-stress")
-    worker.start()
-    worker.join()
-
-
-def _stress(objects: int) -> None:
-    """The switch interval goes to 1 s, else Python hands the GIL to a waiting thread every 5 ms."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    graph = [[i, {"i": i}] for i in range(objects // 2)]
-    for a, b in zip(graph, graph[1:]):
-        a.append(b)  # a chain of references gc has to walk
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
-    try:
-        for _ in range(2):
-            end = time.perf_counter() + 0.5
-            while time.perf_counter() < end:
-                pass
-        gc.collect()
-    finally:
-        sys.setswitchinterval(old)
-    del graph
 
 
 def audio_settings(**values) -> dict:

@@ -283,7 +283,7 @@ def test_with_swap_on_bar_a_save_takes_over_at_the_bar_frame(tmp_path, rig):
         cap.start()
         time.sleep(0.1)
         save(proj / "patch.py", BAR_PATCH.format(level=level))
-        lh.wait_for("Swapped program", count=k, timeout_s=30)  # logged once the swap took place
+        lh.wait_for("took over", count=k, timeout_s=30)  # logged once the swap took place, on the bar
         time.sleep(0.1)
         x, _ = cap.stop_all()
         landed.append(_takeover(x, level))

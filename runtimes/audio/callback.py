@@ -74,6 +74,7 @@ SLOTS_DTYPE = np.dtype(
         ("events", "i8"),  # address: the event buffer (abi.new_events)
         ("hist", "i8"),  # address: int64 [HIST_BINS] callback-duration histogram
         ("clock_fn", "i8"),  # address of clock_gettime
+        ("tid_fn", "i8"),  # address of gettid
         ("ring_header", "i8"),  # address: ControlRing.header
         ("ring_records", "i8"),  # address: ControlRing.records
         ("ring_capacity", "i8"),
@@ -102,6 +103,7 @@ SLOTS_DTYPE = np.dtype(
         ("entered", "i8"),  # callbacks begun (``callbacks`` counts those that returned)
         ("in_kernel", "i8"),  # 1 while a kernel runs: a callback begun and not returned with it set hangs there
         ("callbacks", "i8"),
+        ("thread_id", "i8"),  # the calling thread's id (its page faults are in /proc/self/task/<id>/stat)
         ("blocks", "i8"),
         ("frames", "i8"),  # frames played since start
         ("last_frames", "i8"),  # frames in the last callback
@@ -148,6 +150,7 @@ CALLBACK_SIGNATURE = types.int32(
 
 
 _call_clock = native_function("i32", "i32", "ptr")  # int clock_gettime(clockid_t, struct timespec *)
+_call_gettid = native_function("i32")  # pid_t gettid(void)
 
 
 # --- the real-time side -------------------------------------------------------------
@@ -516,6 +519,7 @@ def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, us
     slots_address = address_of(user_p)
     s = carray(user_p, 1, SLOTS_DTYPE)[0]
     s.entered += 1
+    s.thread_id = _call_gettid(s.tid_fn)
     start_ns = _now_ns(s, slots_address)
     _play(s, slots_address, address_of(input_p), address_of(output_p), frame_count, start_ns)
     _record_timing(s, start_ns, _now_ns(s, slots_address), frame_count, status_flags)

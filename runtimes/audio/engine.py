@@ -26,9 +26,9 @@ __all__ = ["NativeEngine", "audio_callback", "MAX_BLOCK_FRAMES", "NAN_RUN_LIMIT"
            "METER_FLOOR_DBFS"]
 
 
-def clock_gettime_address() -> int:
-    """Address of libc's ``clock_gettime`` (a vDSO call: no syscall, no lock)."""
-    return ctypes.cast(ctypes.CDLL(None).clock_gettime, ctypes.c_void_p).value
+def libc_address(name: str) -> int:
+    """Address of a libc function: ``clock_gettime`` (a vDSO call: no syscall, no lock), ``gettid``."""
+    return ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value
 
 
 class NativeEngine:
@@ -75,7 +75,7 @@ class NativeEngine:
                             ("ring_records", self.controls.records)):
             s[name] = array.ctypes.data
         s["ring_capacity"] = self.controls.capacity
-        s["clock_fn"] = clock_gettime_address()
+        s["clock_fn"], s["tid_fn"] = libc_address("clock_gettime"), libc_address("gettid")
         s["newest"] = -1
         self.set_crossfade_ms(crossfade_ms)
         self.set_transport(120.0, 0.0, 0)
@@ -159,10 +159,6 @@ class NativeEngine:
         acquire_fence()  # what the callback wrote before its answer is visible after it
         return answered
 
-    def seen(self, seq: int) -> bool:
-        """Whether the callback has seen swap request *seq*: it takes it there, or on its beat or bar."""
-        return self.handover.seen(seq)
-
     def release_finished(self) -> None:
         """Drop programs and states the callback no longer reads (voices faded out; never what
         plays, what is requested, the watchdog's way back or what it reports)."""
@@ -178,6 +174,17 @@ class NativeEngine:
         if record is None:
             return None
         return record.owner, (record.layout.defaults() if record.failed else record.state)
+
+    def callback_faults(self) -> tuple[int, int] | None:
+        """Page faults (minor, major) of the thread that last called the callback, so far; None
+        before a callback or once that thread is gone."""
+        tid = int(self.slots[0]["thread_id"])
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return int(fields[7]), int(fields[9])  # (minflt and majflt: fields 10 and 12 of stat)
 
     def liveness(self) -> tuple[int, bool, bool]:
         """Callbacks that returned, whether one is under way, and whether a kernel runs in it."""

@@ -492,12 +492,13 @@ class AudioRuntime(BaseRuntime):
         log.info("audio: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
 
     def _swap(self, program: Program) -> None:
-        """Hand *program* to the callback and wait until it has seen it (one block): it takes
-        it there, or at the frame of its beat or bar, without anyone waiting for that."""
+        """Hand *program* to the callback and wait for its next block: it takes it there, or
+        (on its beat or bar) has seen it there and takes it at that frame, without anyone waiting."""
         engine = self._engine
         self._publish_transport(engine)
-        seq = engine.request_swap(offer(program, "audio"))
-        if not self._answered(self._stream, lambda: engine.seen(seq)):
+        offered = offer(program, "audio")
+        seq = engine.request_swap(offered)
+        if not self._answered(self._stream, lambda: engine.handover.answered(seq, offered.every_beats)):
             raise RuntimeInitError("audio: the stream stopped calling back; could not swap programs "
                                    "(is the JACK server or the device still there?)")
         engine.release_finished()

@@ -261,6 +261,11 @@ class Handover:
         """Whether the callback has seen request *seq* (or a newer one): it is there for the taking."""
         return int(self._slots["swap_seen"][0]) >= seq
 
+    def answered(self, seq: int, every_beats: float) -> bool:
+        """Whether request *seq* got as far as one call of the callback takes it: taken when it
+        was asked for at once, seen when it waits for its beat or bar."""
+        return self.taken(seq) if every_beats <= 0.0 else self.seen(seq)
+
     def taken(self, seq: int) -> bool:
         """Whether the callback took request *seq* (or a newer one)."""
         answered = int(self._slots["swap_taken"][0]) >= seq

@@ -147,10 +147,10 @@ class TickEngine:
         return seq
 
     def swap(self, offer: Offer, timeout_s: float) -> bool:
-        """Hand *offer* over and wait up to *timeout_s* until the native side has seen it
-        (one tick: a swap on the beat or bar is taken later, without anyone waiting)."""
+        """Hand *offer* over and wait up to *timeout_s* for the next tick: it takes it there, or
+        (on its beat or bar) has seen it there and takes it then, without anyone waiting."""
         seq = self.request(offer)
-        return wait_until(lambda: self.handover.seen(seq), timeout_s)
+        return wait_until(lambda: self.handover.answered(seq, offer.every_beats), timeout_s)
 
     def playing(self) -> tuple[Any, np.ndarray]:
         """The program the native side plays (its owner) and a copy of its state."""
