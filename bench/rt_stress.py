@@ -87,9 +87,10 @@ def child(mode: str) -> None:
             minor = major = None
             if faults_before and faults_after:
                 minor, major = (a - b for a, b in zip(faults_after, faults_before))
-            print(json.dumps({"late": after["xruns"] - before["xruns"],
-                              "overruns": after["overruns"] - before["overruns"],
-                              "minor_faults": minor, "major_faults": major}), flush=True)
+            grew = {k: after[k] - before[k] for k in ("xruns", "xruns_flagged", "xruns_late", "overruns")}
+            print(json.dumps({"late": grew["xruns"], "flagged": grew["xruns_flagged"], "timing": grew["xruns_late"],
+                              "overruns": grew["overruns"], "minor_faults": minor, "major_faults": major}),
+                  flush=True)
 
 
 def _server() -> subprocess.Popen:
@@ -177,7 +178,9 @@ def main() -> None:
     figures = {"attempts": args.attempts}
     for mode, rows in runs.items():
         figures[mode] = {"locked": rows[0]["locked"], "attempts_late": sum(r["late"] > 0 for r in rows),
-                         "late_callbacks": _sum(rows, "late"), "minor_faults": _sum(rows, "minor_faults"),
+                         "late_callbacks": _sum(rows, "late"), "flagged_by_portaudio": _sum(rows, "flagged"),
+                         "late_by_timing": _sum(rows, "timing"), "overruns": _sum(rows, "overruns"),
+                         "minor_faults": _sum(rows, "minor_faults"),
                          "major_faults": _sum(rows, "major_faults"),
                          "attempts_with_faults": sum((r["minor_faults"] or 0) > 0 for r in rows),
                          "server_xruns": _sum(rows, "server_xruns")}

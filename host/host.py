@@ -10,46 +10,33 @@ one is applied right after.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import threading
-import time
-import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir, write_json_atomic
-from compiler_bridge.config import SWAP_ON, swap_every_beats
+from compiler_bridge.compile import COMPILED_NAME, ERROR_NAME, livehost_dir
+from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import CompiledConfigError, HostError
-from compiler_bridge.program import Program, on_disk, read_compiled
-from compiler_bridge.state import load_snapshot, save_snapshot
+from compiler_bridge.program import Program, read_compiled
 from compiler_bridge.watch import DebouncedWatcher
 from runtimes.base import Runtime
 from runtimes.clock import Clock, SystemClock, Transport
 from runtimes.registry import Registry, RegistryEntry, default_registry
 
+from .faults import FAULT_POLL_S, Reports
+from .live import LiveOverrides
+from .persistence import Kept
+
 log = logging.getLogger("livehost.host")
 
-SNAPSHOT_NAME = "state.npz"
-PREVIOUS_NAME = "previous.json"  # the compiled config that played before the one playing now
-FAULT_POLL_S = 0.1  # how often the engine's watchdog is asked what it did
-COUNTS_POLL_S = 0.5  # how often the engine's fault counters are read
 # a runtime switch on a beat or bar: the old runtime is closed this long before it (closing it and
 # opening the new one took 50-120 ms in bench/edit_to_sound), the new one starts on it
 SWITCH_LEAD_S = 0.3
-COUNTS_LOG_EVERY_S = 5.0  # a counter that keeps growing is logged again at most this often
-# Engine counters logged when they grow while playing, with what each means.
-FAULT_COUNTERS = (("nan_blocks", "blocks with NaN/inf output (played as silence)"),
-                  ("overruns", "blocks whose callback took longer than the block (our own fault: too slow)"),
-                  ("xruns", "xruns (late or flagged callbacks)"),
-                  ("clipped_samples", "samples clipped at full scale"),
-                  ("late_ticks", "MIDI ticks written late"),
-                  ("kernel_errors", "kernel exceptions (the kernel is muted until the next save)"))
-RUNNING_NAME = "running"  # exists while a live run plays: found at start, the last run did not end cleanly
 # What a runtime raises when its device or program fails: livehost's own errors, or the OS's.
 _RUNTIME_FAILURES = (HostError, OSError)
 
@@ -92,9 +79,10 @@ class Host:
         self.unclean_start = False  # a live run found that the last one did not end cleanly
         self._compiled: dict | None = None  # what plays now
         self._from_file: dict | None = None  # the last compile's result, before live overrides
-        self._overrides: dict[str, tuple[Any, Any]] = {}  # key -> (value, the file's value when it was set)
+        self._overrides = LiveOverrides()
+        self._kept = Kept(self.project_dir, restore_state)
         self._link = None  # a host.link.LinkSync while the config says link = true
-        self._awaited: Program | None = None  # swapped in, waiting for its beat or bar
+        self._reports = Reports()
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
         self._slot_cond = threading.Condition()
         self._pending: dict | None = None
@@ -109,11 +97,7 @@ class Host:
     # --- lifecycle ---
 
     def start(self) -> "Host":
-        if self.restore_state:
-            marker = livehost_dir(self.project_dir) / RUNNING_NAME
-            self.unclean_start = marker.exists()
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+        self.unclean_start = self._kept.begin()
         self._thread.start()
         self._monitor.start()
         if self._watcher:
@@ -138,10 +122,9 @@ class Host:
         if self._monitor.is_alive():
             self._monitor.join()
         with self._lock:
-            self._destroy(save=self.restore_state)
+            self._destroy(save=True)
             self._sync_link({})
-        if self.restore_state:
-            (livehost_dir(self.project_dir) / RUNNING_NAME).unlink(missing_ok=True)
+        self._kept.end()
 
     def __enter__(self) -> "Host":
         return self.start()
@@ -181,19 +164,7 @@ class Host:
             compiled = self._from_file
             if compiled is None:
                 raise ValueError("nothing is compiled yet")
-            config = compiled["config"]
-            if key == "tempo_bpm":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 20.0 <= value <= 999.0:
-                    raise ValueError(f"tempo_bpm {value!r}: expected a number from 20 to 999")
-                value = float(value)
-            elif key == "selected_runtime":
-                value = _runtime_index(config, value)
-            elif key == "swap_on":
-                if value not in SWAP_ON:
-                    raise ValueError(f"swap_on {value!r}: expected one of {', '.join(SWAP_ON)}")
-            else:
-                raise ValueError(f"{key!r} cannot be set live (tempo_bpm, selected_runtime, swap_on)")
-            self._overrides[key] = (value, _file_value(config, key))
+            value = self._overrides.set(compiled["config"], key, value)
             if key == "selected_runtime":  # a switch: through the lifecycle, like a save
                 self._pending = self._overridden(compiled)
                 self._slot_cond.notify_all()
@@ -234,21 +205,7 @@ class Host:
                 raise ValueError(f"{name}: the engine's write queue is full")
 
     def _overridden(self, compiled: dict) -> dict:
-        """*compiled* with the live overrides that still hold (caller holds ``_slot_cond``)."""
-        config = None
-        for key, (value, seen) in list(self._overrides.items()):
-            if _file_value(compiled["config"], key) != seen:  # a save changed it: the file wins
-                del self._overrides[key]
-                continue
-            config = config or copy.deepcopy(compiled["config"])
-            if key == "tempo_bpm":
-                config["tempo_bpm"] = value
-                for entry in config["runtime_settings"]:
-                    if entry.get("tempo_bpm") is not None:
-                        entry["tempo_bpm"] = value
-            else:
-                config[key] = value
-        return compiled if config is None else {**compiled, "config": config}
+        return self._overrides.apply(compiled)
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until no request is pending or being applied."""
@@ -271,10 +228,7 @@ class Host:
 
     def _instead_of_quarantined(self, digest: str) -> dict | None:
         """The program that played before *digest*, unless it is quarantined too."""
-        try:
-            previous = read_compiled(livehost_dir(self.project_dir) / PREVIOUS_NAME)
-        except CompiledConfigError:
-            previous = None
+        previous = self._kept.previous()
         if previous is None or previous["source_hash"] in self.quarantine:
             log.error("Program %s is quarantined (its kernel hung or crashed the engine) and no program before it "
                       "can play: waiting for the next save", digest)
@@ -300,26 +254,11 @@ class Host:
     def _watch_faults(self) -> None:
         """Log what the engine's watchdog does as it happens, one line each, and
         fault counters as they start to grow (rate-limited)."""
-        counts = _Counts()
-        polls = 0
         while True:
             with self._slot_cond:
                 if self._slot_cond.wait_for(lambda: self._closing, FAULT_POLL_S):
                     return
-            runtime = self.runtime
-            polls += 1
-            try:
-                awaited = self._awaited
-                if awaited is not None and runtime is not None and runtime.playing_program() is awaited:
-                    self._awaited = None
-                    log.info("Program %s took over", awaited.source_hash)
-                for line in runtime.new_faults() if runtime is not None else ():
-                    log.error("%s", line)
-                if runtime is not None and polls % round(COUNTS_POLL_S / FAULT_POLL_S) == 0:
-                    for line in counts.news(runtime, time.monotonic()):
-                        log.warning("%s", line)
-            except Exception:  # reporting must never stop the host
-                log.exception("Could not read the engine's faults")
+            self._reports.poll(self.runtime)
 
     def _lifecycle(self) -> None:
         while True:
@@ -402,10 +341,7 @@ class Host:
     def _played(self, compiled: dict) -> None:
         """*compiled* plays now: the one before it is where a quarantine goes back to."""
         if self._compiled is not None and self._compiled["source_hash"] != compiled["source_hash"]:
-            try:
-                write_json_atomic(livehost_dir(self.project_dir) / PREVIOUS_NAME, on_disk(self._compiled))
-            except OSError as exc:
-                log.warning("Could not keep the previous program: %s", exc)
+            self._kept.keep_previous(self._compiled)
         self._compiled = compiled
 
     def _select(self, compiled: dict) -> tuple[RegistryEntry, dict[str, Any]] | None:
@@ -463,7 +399,7 @@ class Host:
         self.settings = settings
         every = swap_every_beats(program.config)
         if every > 0 and self.runtime.playing_program() is not program:
-            self._awaited = program
+            self._reports.awaited = program
             log.info("Swapped program %s into runtime: %s (it takes over on the next %s)", program.source_hash,
                      self.runtime.id, "beat" if every == 1 else "bar")
         else:
@@ -473,7 +409,7 @@ class Host:
                   old_tempo_bpm: float) -> None:
         """Destroy the playing runtime (state carried) and create *entry*'s; restore the old one if that fails."""
         if self.runtime is None:
-            self._create(entry, settings, program, self._initial_state(program))
+            self._create(entry, settings, program, self._kept.initial_state(program))
             return
         at_beat = None
         every = swap_every_beats(program.config)
@@ -559,31 +495,7 @@ class Host:
         runtime, self.runtime = self.runtime, None
         runtime.close()
         if save:
-            self._save_state(runtime)  # closed: nothing changes the state any more
-
-    # --- state snapshots (live runs only) ---
-
-    def _snapshot_path(self) -> Path:
-        return livehost_dir(self.project_dir) / SNAPSHOT_NAME
-
-    def _initial_state(self, program: Program) -> np.ndarray:
-        if self.restore_state:
-            try:
-                state = load_snapshot(self._snapshot_path(), program.layout)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("Ignoring state snapshot %s: %s", self._snapshot_path(), exc)
-                state = None
-            if state is not None:
-                log.info("Restored state from %s", self._snapshot_path())
-                return state
-        return program.new_state()
-
-    def _save_state(self, runtime: Runtime) -> None:
-        try:
-            program, state = runtime.snapshot()
-            save_snapshot(self._snapshot_path(), program.layout, state)
-        except Exception as exc:
-            log.warning("Could not save state snapshot: %s", exc)
+            self._kept.save_state(runtime)  # closed: nothing changes the state any more
 
     def save_state(self) -> None:
         """Snapshot the playing state now (a live run does so every few seconds, so a crash loses little)."""
@@ -591,7 +503,7 @@ class Host:
             return
         try:
             if self.runtime is not None:
-                self._save_state(self.runtime)
+                self._kept.save_state(self.runtime)
         finally:
             self._lock.release()
 
@@ -627,50 +539,3 @@ class Host:
                 "last_compile": self.last_compile,
                 "last_error": self.last_error,
                 "link_peers": self._link.peers if self._link is not None else None}
-
-
-def _file_value(config: dict, key: str) -> Any:
-    """What a compiled *config* says of a live key (a runtime's own tempo included)."""
-    if key == "tempo_bpm":
-        return config["tempo_bpm"], [e.get("tempo_bpm") for e in config["runtime_settings"]]
-    return config.get(key)
-
-
-def _runtime_index(config: dict, value: Any) -> int:
-    """The ``runtime_settings`` index *value* names: an index, or the first entry of a runtime id."""
-    entries = config["runtime_settings"]
-    if isinstance(value, str):
-        for i, entry in enumerate(entries):
-            if entry.get("runtime") == value:
-                return i
-        raise ValueError(f"no [[runtime_settings]] entry for runtime {value!r} "
-                         f"(entries: {', '.join(e.get('runtime', '?') for e in entries)})")
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(entries):
-        raise ValueError(f"runtime {value!r}: expected a runtime id or an index from 0 to {len(entries) - 1}")
-    return value
-
-
-class _Counts:
-    """Which fault counters grew since they were last read, as log lines; a
-    counter that keeps growing is told again at most every COUNTS_LOG_EVERY_S."""
-
-    def __init__(self) -> None:
-        self.runtime = lambda: None  # a weak reference: a destroyed runtime is not kept alive here
-        self.seen: dict[str, int] = {}
-        self.told: dict[str, tuple[float, int]] = {}  # counter -> (when, value) last logged
-
-    def news(self, runtime, now_s: float) -> list[str]:
-        stats = runtime.stats()
-        if runtime is not self.runtime():  # a new runtime counts from 0
-            self.runtime, self.seen, self.told = weakref.ref(runtime), {}, {}
-        lines = []
-        for key, what in FAULT_COUNTERS:
-            value = int(stats.get(key, 0))
-            if value <= self.seen.get(key, 0):
-                continue
-            self.seen[key] = value
-            when, logged = self.told.get(key, (-COUNTS_LOG_EVERY_S, 0))
-            if now_s - when >= COUNTS_LOG_EVERY_S:
-                lines.append(f"{runtime.id}: {value - logged} {what} (total {value})")
-                self.told[key] = (now_s, value)
-        return lines

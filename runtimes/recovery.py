@@ -9,8 +9,11 @@ it is back: the attempts in between are quiet.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
+
+from compiler_bridge.errors import DeviceError, RuntimeInitError
 
 log = logging.getLogger("livehost.runtimes")
 
@@ -45,6 +48,29 @@ class Recovery:
 
     def due(self) -> bool:
         return self.waiting and time.monotonic() >= self._next
+
+    def look(self, lock: threading.RLock, closed: Callable[[], bool], notice_loss: Callable[[], None],
+             reconnect: Callable[[], None], then: Callable[[], None] = lambda: None) -> None:
+        """One look from a runtime's watch thread, holding the runtime's *lock* only if it is
+        free now (a load or close is under way: look again next time), never once *closed()*:
+        *notice_loss()*, then, when an attempt is due, *reconnect()* (a DeviceError or
+        RuntimeInitError from it is a failed attempt), then *then()*."""
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            if closed():
+                return
+            notice_loss()
+            if self.due():
+                try:
+                    reconnect()
+                except (DeviceError, RuntimeInitError) as exc:
+                    self.failed(str(exc).split(";")[0])  # (without a device list)
+                else:
+                    self.resumed()
+            then()
+        finally:
+            lock.release()
 
     def failed(self, why: str) -> None:
         """An attempt did not get the device back: try again later, a little later each time."""

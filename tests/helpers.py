@@ -424,3 +424,14 @@ def _stress(objects: int) -> None:
     finally:
         sys.setswitchinterval(old)
     del graph
+
+
+def write_audio_project(root: Path, name: str, toml_extra: str, patch: str) -> Path:
+    """A project folder *name* under *root* for the audio runtime, with *patch* and extra settings."""
+    path = root / name
+    path.mkdir()
+    (path / "livehost.toml").write_text(
+        f'name = "{name}"\ntempo_bpm = 120.0\nselected_runtime = 0\n\n[[runtime_settings]]\nruntime = "audio"\n'
+        + toml_extra)
+    (path / "patch.py").write_text(patch)
+    return path

@@ -231,18 +231,8 @@ class MidiRuntime(BaseRuntime):
                 log.info("midi: the MIDI clock in is back (%.2f BPM)", clock["tempo_bpm"])
 
     def _recover(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # a load or close is under way: look again next time
-        try:
-            if self.closed:
-                return
-            self._notice_loss()
-            if self._recovery.due():
-                self._retry()
-            if self.path is not None and self._start_by is not None:
-                self._start_when_connected()
-        finally:
-            self._lock.release()
+        self._recovery.look(self._lock, lambda: self.closed, self._notice_loss,
+                            lambda: self._connect(wait_for_destinations=True), self._start_when_connected)
 
     def _notice_loss(self) -> None:
         if self.path is not None and self.path.lost:
@@ -250,6 +240,8 @@ class MidiRuntime(BaseRuntime):
             self._recovery.lose("JACK", "the JACK server went away")
 
     def _start_when_connected(self) -> None:
+        if self.path is None or self._start_by is None:
+            return
         connected = self._check_ports(self.path)
         if not connected and time.monotonic() < self._start_by:
             return
@@ -270,14 +262,6 @@ class MidiRuntime(BaseRuntime):
             engine.start_on_beat(self.start_at_beat, self.transport.tempo_bpm, self.transport.beat_at(now_ns), jack_us)
         self.start_at_beat = None
         path.start(resume=resume)
-
-    def _retry(self) -> None:
-        try:
-            self._connect(wait_for_destinations=True)
-        except (DeviceError, RuntimeInitError) as exc:
-            self._recovery.failed(str(exc))
-        else:
-            self._recovery.resumed()
 
     def _check_ports(self, path) -> bool | None:
         try:
