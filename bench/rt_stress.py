@@ -39,20 +39,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 SERVER = "livehost_rt_stress"
-SINE_PATCH = '''
-import math
-
-
-class State:
-    phase = 0.0
-
-
-def audio(s, ctx, inp, out):
-    step = 2.0 * math.pi * 440.0 / ctx.sample_rate
-    for i in range(out.shape[0]):
-        out[i, 0] = 0.2 * math.sin(s.phase)
-        s.phase = (s.phase + step) % (2.0 * math.pi)
-'''
 
 
 def child(mode: str) -> None:
@@ -68,9 +54,8 @@ def child(mode: str) -> None:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     locked = lock_memory(mode == "locked")
-    project = Path(tempfile.mkdtemp(prefix="rt-stress-"))
-    (project / "livehost.toml").write_text('[[runtime_settings]]\nruntime = "audio"\n')
-    (project / "patch.py").write_text(SINE_PATCH)
+    project = Path(tempfile.mkdtemp(prefix="rt-stress-")) / "sine"
+    shutil.copytree(ROOT / "examples" / "sine", project)
     program = Program.from_compiled(compile_project(project))
     with AudioRuntime(AUDIO.resolve({})) as rt:
         rt.start(program, program.new_state())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import carray
 
-from compiler_bridge.abi import as_voidptr
+from compiler_bridge.abi import as_voidptr, frames_per_tick
 
 from .inputs import input_event, message_in
 from .notes import release_notes, write
@@ -36,8 +36,8 @@ def _clock_estimate(sl, frame):
     """Add a clock byte at *frame* to the window and estimate frames per clock byte from it."""
     window = carray(as_voidptr(sl.clk_window), CLOCK_WINDOW, np.float64)
     tolerance = CLOCK_RESET if sl.clk_n >= 4 else 2.5 * CLOCK_RESET  # a period from few bytes is rougher
-    shortest = sl.sample_rate * 60.0 / (24.0 * MAX_CLOCK_BPM)
-    longest = sl.sample_rate * 60.0 / (24.0 * MIN_CLOCK_BPM)
+    shortest = frames_per_tick(sl.sample_rate, MAX_CLOCK_BPM, 24)  # (a clock byte is a tick at 24 ppqn)
+    longest = frames_per_tick(sl.sample_rate, MIN_CLOCK_BPM, 24)
     interval = frame - sl.clk_last
     if (sl.clk_n >= 1 and interval < shortest  # a burst
             or sl.clk_n == 1 and interval > sl.sample_rate  # a pause: slower than 2.5 BPM is no clock
@@ -62,7 +62,7 @@ def _clock_estimate(sl, frame):
     sl.clk_slope = sxy / sxx  # (two bytes at least a burst's interval apart: above zero)
     if n >= 3 and shortest <= sl.clk_slope <= longest:
         sl.clk_period = sl.clk_slope
-        sl.tempo_bpm = sl.sample_rate * 60.0 / (sl.clk_period * 24.0)
+        sl.tempo_bpm = sl.sample_rate * 60.0 / (sl.clk_period * 24.0)  # (frames_per_tick solved for the tempo)
 
 
 @jit
