@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -323,6 +324,14 @@ def _prepare_engines(stop: threading.Event) -> None:
         log.info("Engines ready in %.1f s", time.monotonic() - t0)
 
 
+def _columns(stream) -> int:
+    """The terminal's width where *stream* goes (it may be another than stdout's)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
+
+
 class _Status:
     """Twice a second: the status line in place on a terminal (*rich*); otherwise a
     log line every *every_s* (with its figures as a ``status`` object in JSON logs)."""
@@ -333,10 +342,11 @@ class _Status:
         self.next_log = time.monotonic() + every_s
 
     def __call__(self) -> None:
-        from .status import log_stream, status_line
+        from .status import draw_status, log_stream, status_line
 
         if self.rich:
-            print("\x1b[2K\r" + status_line(self.host.status(), rich=True), end="", file=log_stream(), flush=True)
+            width = _columns(log_stream()) - 1  # (a line that fills the last column wraps on some terminals)
+            draw_status(status_line(self.host.status(), rich=True, width=width))
             self.shown = True
         elif time.monotonic() >= self.next_log:
             self.next_log = max(self.next_log + self.every_s, time.monotonic())
@@ -344,10 +354,10 @@ class _Status:
             log.info("Status: %s", status_line(status), extra={"status": status})
 
     def close(self) -> None:
-        from .status import log_stream
+        from .status import draw_status
 
         if self.shown:
-            print(file=log_stream())
+            draw_status(None)
 
 
 def _child_args(args) -> list[str]:

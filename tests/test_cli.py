@@ -208,3 +208,50 @@ def test_no_log_line_is_lost_while_portaudio_starts(tmp_path, handler):
         assert seen == logged
     else:
         assert seen < logged
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _statuses_in_a_terminal(project_dir, columns: int) -> list[str]:
+    """Run livehost for 5 s in a pseudo-terminal *columns* wide; return each status redraw as shown."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen([*LIVEHOST, "run", str(project_dir), "--runtime", "logic", "--duration", "5"],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        proc.wait(60)
+        os.close(leader)
+    redraws = out.decode("utf-8", "replace").split("\x1b[2K\r")[1:]  # (log lines come so too, first erasing it)
+    return [line for line in (ANSI.sub("", r).split("\r\n")[0] for r in redraws) if line.startswith("logic |")]
+
+
+def test_the_status_stays_on_one_line_in_an_80_column_terminal(project):
+    """In a pseudo-terminal 80 columns wide the status line is redrawn in place: no redraw is
+    wider than 79 columns (a line that wraps cannot be redrawn in place: it scrolled a new line
+    up twice a second), and the runtime, tempo and compile result stay in it. The control, the
+    same run in a terminal 200 columns wide, shows lines wider than 80."""
+    seq = project("sequencer")
+    narrow = _statuses_in_a_terminal(seq, 80)
+    wide = _statuses_in_a_terminal(seq, 200)
+    print(f"\n80 columns: {len(narrow)} redraws, the last {narrow[-1]!r}\n200 columns: the last {wide[-1]!r}")
+    assert len(narrow) >= 4 and max(len(s) for s in narrow) <= 79  # (a log line glued to it would be longer)
+    assert all(s.startswith("logic | 120 BPM") and "compile ok" in s for s in narrow[1:])
+    assert max(len(s) for s in wide) > 80
