@@ -38,6 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from extras import require  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
+require("jack")  # before anything imports them
+
 from helpers import CaptureProcess, save  # noqa: E402
 from jack_midi_capture import Capture  # noqa: E402
 

@@ -38,6 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from extras import require  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
+require("jack")  # before anything imports them
+
 SERVER = "livehost_rt_stress"
 
 

@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from extras import require  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
+require("jack", "link", "aalink")  # before anything imports them
+
 from compiler_bridge.compile import compile_project  # noqa: E402
 from compiler_bridge.program import Program  # noqa: E402
 from compiler_bridge.settings import MIDI  # noqa: E402

@@ -1,5 +1,6 @@
 """The livehost command, run as a user would: exit codes and one-line errors."""
 
+import os
 import re
 import signal
 import subprocess
@@ -216,7 +217,6 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def _statuses_in_a_terminal(project_dir, columns: int) -> list[str]:
     """Run livehost for 5 s in a pseudo-terminal *columns* wide; return each status redraw as shown."""
     import fcntl
-    import os
     import pty
     import struct
     import termios
@@ -255,3 +255,23 @@ def test_the_status_stays_on_one_line_in_an_80_column_terminal(project):
     assert len(narrow) >= 4 and max(len(s) for s in narrow) <= 79  # (a log line glued to it would be longer)
     assert all(s.startswith("logic | 120 BPM") and "compile ok" in s for s in narrow[1:])
     assert max(len(s) for s in wide) > 80
+
+
+BLOCK_AALINK = """
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name == "aalink":
+            raise ModuleNotFoundError("No module named 'aalink'")
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def test_a_bench_without_its_extra_says_what_to_install_and_exits_2(tmp_path):
+    """bench/sync.py without aalink (hidden here) used to die with a bare AssertionError."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_AALINK)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "bench" / "sync.py")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "sync.py needs aalink: pip install -e '.[bench]'"
