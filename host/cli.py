@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -138,6 +139,14 @@ def _report(compile_fn) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     print(f"compiled {compiled['source_hash']} ({', '.join(compiled['kernels'])}) in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inspect import inspect, show
+
+    info = inspect(_project(args.project), args.osc_port)
+    print(json.dumps(info, indent=1) if args.json else show(info))
     return 0
 
 
@@ -485,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("--watch", action="store_true", help="recompile on every save")
     p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("inspect", help="what a project holds: kernels, state fields, runtime, build, last compile")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true", help="as one JSON object")
+    p.add_argument("--osc-port", type=int, metavar="PORT",
+                   help="ask a running host there for live values (default: osc_port in livehost.toml)")
+    p.set_defaults(fn=cmd_inspect)
     p = sub.add_parser("render", help="render to a WAV (audio kernel) or MIDI file (midi kernel)")
     p.add_argument("project")
     p.add_argument("-o", "--output", required=True, help="OUT.wav or OUT.mid")

@@ -520,6 +520,14 @@ class Host:
 
     # --- reporting ---
 
+    def state_values(self) -> dict[str, Any]:
+        """The playing program's source hash and its state's fields as numbers (arrays as lists)."""
+        runtime = self.runtime
+        if runtime is None or runtime.program is None:
+            return {"program": None, "fields": {}}
+        program, state = runtime.snapshot()
+        return {"program": program.source_hash, "fields": {n: state[n][0].tolist() for n in program.layout.names()}}
+
     def status(self) -> dict[str, Any]:
         """Runtime id, its stats, tempo and position, what it waits for (None while it
         plays), and the last compile's result or error."""

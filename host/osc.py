@@ -11,6 +11,7 @@ what plays. The address space:
 ``/livehost/state/<field> f``       write a state field at the next block or tick
 ``/livehost/state/<field> i f``     write element *i* of an array field
 ``/livehost/stats``                 reply ``/livehost/stats s``: the status as JSON
+``/livehost/state``                 reply ``/livehost/state s``: the playing program and its state, JSON
 ==================================  ================================================
 
 Tempo, runtime and ``swap_on`` hold through later saves until a save changes
@@ -192,6 +193,9 @@ class OscServer:
         elif name == "stats":
             _args(args, (), "no arguments")
             self._reply(sender, PREFIX + "stats", json.dumps(self.target.status(), default=str))
+        elif name == "state":
+            _args(args, (), "no arguments")
+            self._reply(sender, PREFIX + "state", json.dumps(self.target.state_values()))
         else:
             raise Rejected("unknown address")
 

@@ -275,3 +275,22 @@ def test_a_bench_without_its_extra_says_what_to_install_and_exits_2(tmp_path):
                           timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "sync.py needs aalink: pip install -e '.[bench]'"
+
+
+@pytest.mark.parametrize("example", ["sine", "sequencer", "switch", "fm", "input_effect"])
+def test_inspect_json_on_every_example(project, example):
+    """A project never compiled is compiled first; the JSON names what compiled.json holds."""
+    import json
+
+    proj = project(example)
+    done = livehost("inspect", proj, "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    compiled = json.loads((proj / ".livehost" / "compiled.json").read_text())
+    assert info["kernels"] == compiled["kernels"] and info["program"] == compiled["source_hash"]
+    assert [f["name"] for f in info["state"]] == [f["name"] for f in compiled["state"] if not f["name"].startswith("_")]
+    config = compiled["config"]
+    assert info["runtime"]["settings"] == config["runtime_settings"][config["selected_runtime"]]
+    assert info["last_compile"]["kind"] == "built" and info["last_compile"]["seconds"] > 0
+    text = livehost("inspect", proj)
+    assert text.returncode == 0 and f"program   {info['program']}" in text.stdout

@@ -262,3 +262,27 @@ def test_an_osc_client_switches_the_runtime_and_sets_freq_hz_under_livehost_run(
     assert takes == pytest.approx([440.0, 660.0], abs=0.5)
     assert sum(1 for _, d in events if d[0] == 0x90 and d[2] > 0) >= 3
     assert stuck_notes(d for _, d in events) == set()
+
+
+def test_inspect_shows_the_live_values_a_running_host_answers_with(logic_host):
+    """``livehost inspect --osc-port`` asks the running host (``/livehost/state``) for its values."""
+    from host.inspect import inspect, show
+
+    seq, host, server, client = logic_host
+    client.send("/livehost/state/velocity", 77)
+    client.send("/livehost/state/notes", 1, 40)
+    wait_for(lambda: host.state_values()["fields"]["velocity"] == 77 and host.state_values()["fields"]["notes"][1] == 40)
+    info = inspect(seq, server.port)
+    fields = {f["name"]: f for f in info["state"]}
+    assert fields["velocity"]["live"] == 77 and fields["velocity"]["default"] == 100
+    assert fields["notes"]["live"] == [36, 40, 42, 38]
+    assert info["live"] == {"port": server.port, "program": host.runtime.program.source_hash}
+    assert "now 77" in show(info)
+    unanswered = inspect(seq, _free_port())  # no host there: the file's view, no live values
+    assert unanswered["live"] is None and "live" not in unanswered["state"][0]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
