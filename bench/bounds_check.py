@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 from compiler_bridge import abi
-from compiler_bridge import compile as cb
-from compiler_bridge.config import load_config
+from compiler_bridge.compile.patch import exec_patch, kernels_and_layout
+from compiler_bridge.compile.templates import entry_text
+from compiler_bridge.compile.testrun import RunShape, fresh_buffers, next_call
+from compiler_bridge.config import PATCH_NAME, load_config
 from compiler_bridge.program import load_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,22 +30,20 @@ EXAMPLES = ("sine", "fm", "input_effect", "sequencer", "switch")
 
 
 def _entry_source(kernels: list[str], layout, checked: bool) -> str:
-    text = cb.ENTRY_TEMPLATE.format(state_dtype=layout.dtype.descr)
-    text += "".join(cb.KERNEL_TEMPLATE.format(name=k, views=cb.KERNEL_VIEWS[k][0], args=cb.KERNEL_VIEWS[k][1])
-                    for k in kernels)
+    text = entry_text(layout.dtype.descr, kernels)
     assert "boundscheck=True" in text
     return text if checked else text.replace("boundscheck=True", "boundscheck=False")
 
 
 def _measure(example: str, calls: int, folder: Path) -> dict:
     project = ROOT / "examples" / example
-    source = (project / cb.PATCH_NAME).read_text()
+    source = (project / PATCH_NAME).read_text()
     config = load_config(project)
-    kernels, layout = cb._kernels_and_layout(cb._exec_patch(source, str(project / cb.PATCH_NAME)), source, example)
-    shape = cb.RunShape.of(config)
+    kernels, layout = kernels_and_layout(exec_patch(source, str(project / PATCH_NAME)), source, example)
+    shape = RunShape.of(config)
     build = folder / example
     build.mkdir()
-    shutil.copy(project / cb.PATCH_NAME, build / cb.PATCH_NAME)
+    shutil.copy(project / PATCH_NAME, build / PATCH_NAME)
     entries = {}
     for checked in (True, False):
         name = "checked_entry" if checked else "plain_entry"
@@ -54,9 +54,9 @@ def _measure(example: str, calls: int, folder: Path) -> dict:
         outcome, hook = {}, sys.unraisablehook
         sys.unraisablehook = lambda unraisable: None  # (numba reports what the checked one raised)
         for checked in (True, False):
-            state, ctx, inp, out, ev = cb._test_buffers(layout, shape)
+            state, ctx, inp, out, ev = fresh_buffers(layout, shape)
             state["step"] = 4
-            cb._next_call(ctx, ev, 0, shape, "midi")
+            next_call(ctx, ev, 0, shape, "midi")
             outcome[checked] = entries[checked]["midi"](state.ctypes.data, ctx.ctypes.data, inp.ctypes.data,
                                                        out.ctypes.data, ev.ctypes.data)
         sys.unraisablehook = hook
@@ -65,12 +65,12 @@ def _measure(example: str, calls: int, folder: Path) -> dict:
         assert outcome == {True: 0, False: 1}, outcome
     figures = {}
     for kernel in kernels:
-        buffers = {checked: cb._test_buffers(layout, shape) for checked in (True, False)}
+        buffers = {checked: fresh_buffers(layout, shape) for checked in (True, False)}
         times = {True: [], False: []}
         for i in range(calls):
             for checked in ((True, False) if i % 2 else (False, True)):  # who goes first alternates
                 state, ctx, inp, out, ev = buffers[checked]
-                cb._next_call(ctx, ev, i, shape, kernel)
+                next_call(ctx, ev, i, shape, kernel)
                 fn = entries[checked][kernel]
                 t0 = time.perf_counter_ns()
                 ok = fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)

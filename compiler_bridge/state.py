@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .abi import carry_state, kind_of
+from .files import write_atomic
 
 _ALLOWED = {"f8", "f4", "i8", "i4", "b1"}
 
@@ -147,10 +149,9 @@ def _field_of(name: str, value) -> Field:
 
 def save_snapshot(path: Path, layout: StateLayout, state: np.ndarray) -> None:
     """Write *state* with its layout to an ``.npz`` file (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, state=state.view(np.uint8), layout=np.array(json.dumps(layout.to_json())))
-    tmp.replace(path)
+    data = io.BytesIO()
+    np.savez(data, state=state.view(np.uint8), layout=np.array(json.dumps(layout.to_json())))
+    write_atomic(path, data.getvalue())
 
 
 def load_snapshot(path: Path, layout: StateLayout) -> np.ndarray | None:

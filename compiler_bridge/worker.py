@@ -22,9 +22,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compile import ERROR_NAME, livehost_dir, write_json_atomic
+from .compile import ERROR_NAME, livehost_dir
 from .config import PATCH_NAME
 from .errors import PatchError
+from .files import write_json_atomic
 
 WORKER_NICE = 10
 NO_SPARE = "--no-spare"  # the worker's flag: no child kept warm for a save of new code
@@ -50,8 +51,9 @@ class CompileWorker:
         """*warm* names modules whose numba code the worker builds into numba's
         cache before its first compile (the engines: ``livehost run`` passes
         them; this package imports nothing from ``runtimes``). *spare*: keep a
-        warmed-up child ready for a save of new code (see ``compile.py``), about
-        0.3 s of CPU at low priority after each such save."""
+        warmed-up child ready for a save of new code (see
+        :mod:`compiler_bridge.compile.standby`), about 0.3 s of CPU at low
+        priority after each such save."""
         self.warm = tuple(warm)
         self.spare = spare
         self.timeout_s = timeout_s
@@ -204,14 +206,14 @@ def _compile_once_here(checked: bool = True) -> None:
     too (without the *checked* part), to take its own copy of that state."""
     import tempfile
 
-    from .compile import _compile
+    from .compile.parts import compile_here
     from .config import CONFIG_NAME
 
     with tempfile.TemporaryDirectory(prefix="livehost-warm-") as folder:
         project = Path(folder)
         (project / CONFIG_NAME).write_text('[[runtime_settings]]\nruntime = "audio"\n')
         (project / PATCH_NAME).write_text(WARM_PATCH)
-        _compile(project, checked=checked)
+        compile_here(project, checked=checked)
 
 
 def _exit_with_parent(poll_s: float = 0.1) -> None:
