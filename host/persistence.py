@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler_bridge.compile import livehost_dir, write_json_atomic
+from compiler_bridge.compile import livehost_dir
 from compiler_bridge.errors import CompiledConfigError
+from compiler_bridge.files import write_json_atomic
 from compiler_bridge.program import Program, on_disk, read_compiled
 from compiler_bridge.state import load_snapshot, save_snapshot
 

@@ -140,8 +140,8 @@ def next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: 
         frames, frame = shape.block_frames, i * shape.block_frames
         beat = frame / shape.sample_rate * shape.tempo_bpm / 60.0
     else:
-        frames_per_tick = shape.sample_rate * 60.0 / (shape.tempo_bpm * shape.ppqn)
-        frames, frame, beat = round(frames_per_tick), round(i * frames_per_tick), i / shape.ppqn
+        per_tick = abi.frames_per_tick(shape.sample_rate, shape.tempo_bpm, shape.ppqn)
+        frames, frame, beat = round(per_tick), round(i * per_tick), i / shape.ppqn
     abi.fill_context(ctx, frames, i, frame, beat, shape.tempo_bpm)
     ev[0, abi.EVENT_HEADER_COUNT] = 0
 
@@ -155,7 +155,7 @@ def _check_block_time(times: list[float], shape: RunShape, kernel: str, shown, p
     """
     block_s = shape.block_frames / shape.sample_rate
     budget_s, what = block_s, f"a block lasts {block_s * 1e3:.2f} ms ({shape.block_frames} frames at {shape.sample_rate} Hz)"
-    tick_s = 60.0 / (shape.tempo_bpm * shape.ppqn)
+    tick_s = abi.frames_per_tick(shape.sample_rate, shape.tempo_bpm, shape.ppqn) / shape.sample_rate
     if kernel == "midi" and tick_s < block_s:
         budget_s, what = tick_s, f"a tick lasts {tick_s * 1e3:.2f} ms ({shape.ppqn} ppqn at {shape.tempo_bpm:g} BPM)"
     typical = sorted(times)[len(times) // 2]
