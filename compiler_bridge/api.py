@@ -10,6 +10,7 @@ A patch is plain Python::
         gain = 0.2
         phase = 0.0
         steps = array([60, 63, 67, 70])   # int64[4]
+        cutoff_hz = param(800.0, lo=20.0, hi=8000.0, curve="exp")   # float64 with a range
 
     def audio(s, ctx, inp, out):          # once per block
         ...
@@ -48,6 +49,32 @@ class array(np.ndarray):
         if data.ndim != 1 or data.size == 0:
             raise ValueError("array state fields are one-dimensional and non-empty")
         return data.view(cls)
+
+
+CURVES = ("lin", "exp")
+
+
+class param(float):
+    """A float state field with a range: ``param(440.0, lo=20.0, hi=2000.0, curve="exp")``.
+
+    The kernel sees a plain float64. Writes from outside (OSC) are clamped to
+    ``[lo, hi]``; a ``cc_map`` maps CC 0-127 onto the range along *curve*:
+    ``"lin"`` (equal steps) or ``"exp"`` (equal ratios: frequencies, times;
+    *lo* must be above 0).
+    """
+
+    def __new__(cls, default: float, lo: float, hi: float, curve: str = "lin"):
+        value = super().__new__(cls, default)
+        if not lo < hi:
+            raise ValueError(f"param({default!r}, lo={lo!r}, hi={hi!r}): lo must be below hi")
+        if not lo <= value <= hi:
+            raise ValueError(f"param({default!r}, lo={lo!r}, hi={hi!r}): the default is outside its range")
+        if curve not in CURVES:
+            raise ValueError(f"param(..., curve={curve!r}): expected one of {', '.join(map(repr, CURVES))}")
+        if curve == "exp" and lo <= 0.0:
+            raise ValueError(f"param(..., lo={lo!r}, curve='exp'): an exp curve needs lo above 0")
+        value.lo, value.hi, value.curve = float(lo), float(hi), curve
+        return value
 
 
 @numba.njit(cache=True, nogil=True)

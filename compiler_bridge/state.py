@@ -29,6 +29,11 @@ class Field:
     dtype: str  # numpy dtype string: f8, f4, i8, i4, b1
     shape: tuple[int, ...]  # () for a scalar
     default: object  # a Python scalar or a list
+    range: tuple[float, float, str] | None = None  # (lo, hi, curve) of a param()
+
+    def clamp(self, value: float) -> float:
+        """*value* held inside the field's range (itself without one)."""
+        return value if self.range is None else min(max(value, self.range[0]), self.range[1])
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,14 @@ class StateLayout:
     def to_json(self) -> list[dict]:
         return [
             {"name": f.name, "dtype": f.dtype, "shape": list(f.shape), "default": f.default,
-             "offset": self.dtype.fields[f.name][1]}
+             "offset": self.dtype.fields[f.name][1], **({"range": list(f.range)} if f.range else {})}
             for f in self.fields
         ]
 
     @classmethod
     def from_json(cls, items: list[dict]) -> "StateLayout":
-        return cls(tuple(Field(d["name"], d["dtype"], tuple(d["shape"]), _freeze(d["default"])) for d in items))
+        return cls(tuple(Field(d["name"], d["dtype"], tuple(d["shape"]), _freeze(d["default"]),
+                               tuple(d["range"]) if d.get("range") else None) for d in items))
 
 
 def _freeze(value):
@@ -131,6 +137,10 @@ def _freeze(value):
 
 
 def _field_of(name: str, value) -> Field:
+    from .api import param
+
+    if isinstance(value, param):
+        return Field(name, "f8", (), float(value), (value.lo, value.hi, value.curve))
     if isinstance(value, bool):
         return Field(name, "b1", (), value)
     if isinstance(value, int):

@@ -81,6 +81,7 @@ class Host:
         self._from_file: dict | None = None  # the last compile's result, before live overrides
         self._overrides = LiveOverrides()
         self._kept = Kept(self.project_dir, restore_state)
+        self._out_of_range: set[str] = set()  # fields a write out of range was logged for
         self._link = None  # a host.link.LinkSync while the config says link = true
         self._reports = Reports()
         self._lock = threading.Lock()  # held while runtimes are destroyed and created
@@ -197,12 +198,22 @@ class Host:
                 raise ValueError(f"{name}: {value!r} is not a number") from None
             if not np.isfinite(value):
                 raise ValueError(f"{name}: {value!r} is not a finite number")
+            value = self._in_range(runtime.program.layout.field(name), value)
             try:
                 pushed = runtime.write_state(name, value, index)
             except (IndexError, *_RUNTIME_FAILURES) as exc:
                 raise ValueError(str(exc)) from None
             if not pushed:
                 raise ValueError(f"{name}: the engine's write queue is full")
+
+    def _in_range(self, field, value: float) -> float:
+        """*value* clamped to *field*'s range; the first value out of it is logged, once per field."""
+        held = field.clamp(value)
+        if held != value and field.name not in self._out_of_range:
+            self._out_of_range.add(field.name)
+            log.warning("%s = %r is outside its range %g to %g: playing %g (later ones are clamped quietly)",
+                        field.name, value, field.range[0], field.range[1], held)
+        return held
 
     def _overridden(self, compiled: dict) -> dict:
         return self._overrides.apply(compiled)

@@ -42,6 +42,7 @@ def inspect(project: Path, osc_port: int | None = None, osc_host: str = "127.0.0
                   "compiled": str(folder / COMPILED_NAME), "build": str(folder / compiled["build_dir"])},
         "kernels": compiled["kernels"],
         "state": [{"name": f["name"], "type": f["dtype"], "shape": f["shape"], "default": f["default"],
+                   **({"range": f["range"]} if f.get("range") else {}),
                    **({"live": live["fields"].get(f["name"])} if live else {})}
                   for f in compiled["state"] if not f["name"].startswith("_")],
         "runtime": {"selected": index, "id": entries[index]["runtime"] if 0 <= index < len(entries) else None,
@@ -95,7 +96,8 @@ def show(info: dict[str, Any]) -> str:
     lines.append("state" + (f" (live, from the host on port {live['port']}: {live['program']})" if live else ""))
     for f in info["state"]:
         shape = f"[{', '.join(map(str, f['shape']))}]" if f["shape"] else ""
+        ranged = f"   {f['range'][0]:g} to {f['range'][1]:g} ({f['range'][2]})" if "range" in f else ""
         value = f"   now {f['live']!r}" if "live" in f else ""
-        lines.append(f"  {f['name']:<16} {f['type']}{shape:<6} default {f['default']!r}{value}")
+        lines.append(f"  {f['name']:<16} {f['type']}{shape:<6} default {f['default']!r}{ranged}{value}")
     lines += [f"{name:<9} {path}" for name, path in info["files"].items()]
     return "\n".join(lines)

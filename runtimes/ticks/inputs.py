@@ -3,7 +3,7 @@
 Input arrives in the JACK input buffer (read in frame order by the cycle) or,
 on the ticked path, through a ring filled by an rtmidi thread. Each message
 becomes a state write through the playing program's control table, a
-``(CONTROL_ROWS, 2)`` array of ``[byte offset, kind]`` swapped in by pointer.
+``(CONTROL_ROWS, CONTROL_COLUMNS)`` array of ``[byte offset, kind, lo, hi, curve]`` swapped in by pointer.
 """
 
 from __future__ import annotations
@@ -21,30 +21,46 @@ from .notes import ring_header, ring_messages
 from .slots import CONTROL_ROWS, ROW_NOTE, ROW_VELOCITY, jack_midi_event_get, jit
 
 
+CURVE_RAW, CURVE_LIN, CURVE_EXP = 0, 1, 2
+CONTROL_COLUMNS = 5  # byte offset, kind, lo, hi, curve
+
+
 def control_table(layout: StateLayout, settings: dict[str, Any]) -> np.ndarray:
-    """Return the int64 ``(CONTROL_ROWS, 2)`` map of MIDI input to state fields.
+    """Return the float64 ``(CONTROL_ROWS, CONTROL_COLUMNS)`` map of MIDI input to state fields.
 
     Rows 0-127 are CC numbers (from ``cc_map``), then ``note_field`` and
-    ``velocity_field``; each row is ``[byte offset, kind]``, offset -1 when
-    unmapped or when this program has no such field.
+    ``velocity_field``; each row is ``[byte offset, kind, lo, hi, curve]``,
+    offset -1 when unmapped or when this program has no such field. A CC
+    mapped to a ``param()`` field writes 0-127 onto its range along its curve;
+    everything else writes the value as it came.
     """
-    table = np.full((CONTROL_ROWS, 2), -1, np.int64)
+    table = np.zeros((CONTROL_ROWS, CONTROL_COLUMNS), np.float64)
+    table[:, 0] = -1
     targets = [(int(cc), name) for cc, name in (settings.get("cc_map") or {}).items()]
     targets += [(ROW_NOTE, settings.get("note_field")), (ROW_VELOCITY, settings.get("velocity_field"))]
     names = set(layout.names())
     for row, name in targets:
         if name in names:
-            table[row] = layout.offset_of(name)
+            table[row, :2] = layout.offset_of(name)
+            ranged = layout.field(name).range
+            if ranged and row < ROW_NOTE:
+                table[row, 2:] = ranged[0], ranged[1], CURVE_EXP if ranged[2] == "exp" else CURVE_LIN
     return table
 
 
 @jit
 def _write_field(sl, prog, controls_table, row, value):
-    offset = controls_table[row, 0]
+    offset = np.int64(controls_table[row, 0])
     if offset < 0:
         return
+    lo, hi, curve = controls_table[row, 2], controls_table[row, 3], controls_table[row, 4]
+    x = float(value)
+    if curve == CURVE_LIN:
+        x = lo + (hi - lo) * x / 127.0
+    elif curve == CURVE_EXP:
+        x = lo * (hi / lo) ** (x / 127.0)
     if controls.write_value(carray(as_voidptr(prog.state), prog.state_bytes, np.uint8), offset,
-                            controls_table[row, 1], value):
+                            np.int64(controls_table[row, 1]), x):
         sl.writes_applied += 1
 
 
@@ -59,7 +75,7 @@ def control_in(sl, status, data1, data2):
     acquire_fence()  # a table swapped in by pointer is complete
     if table_address == 0:
         return
-    table = carray(as_voidptr(table_address), (CONTROL_ROWS, 2), np.int64)
+    table = carray(as_voidptr(table_address), (CONTROL_ROWS, CONTROL_COLUMNS), np.float64)
     kind = status & 0xF0
     if kind == 0xB0:
         _write_field(sl, prog, table, data1 & 127, data2)
