@@ -160,6 +160,10 @@ def cmd_render(args) -> int:
     seconds = args.seconds if args.seconds is not None else settings.get("seconds", 10.0)
     out = render(Program.from_compiled(compiled), Path(args.output), seconds, settings)
     print(f"rendered {seconds:g} s to {out}")
+    if args.plot:
+        from .plot import plot_render
+
+        print(f"plotted to {plot_render(Path(out), Path(args.plot))}")
     return 0
 
 
@@ -504,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("-o", "--output", required=True, help="OUT.wav or OUT.mid")
     p.add_argument("--seconds", type=float, help="length in seconds (default: the offline entry's)")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw it: waveform and spectrogram, or a piano roll "
+                                                     "(the plot extra: matplotlib)")
     p.set_defaults(fn=cmd_render)
     p = sub.add_parser("run", help="play a project live; recompile on save")
     p.add_argument("project")

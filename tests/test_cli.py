@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import wait_for
 
@@ -294,3 +295,42 @@ def test_inspect_json_on_every_example(project, example):
     assert info["last_compile"]["kind"] == "built" and info["last_compile"]["seconds"] > 0
     text = livehost("inspect", proj)
     assert text.returncode == 0 and f"program   {info['program']}" in text.stdout
+
+
+def _render(proj, out, *extra, env=None):
+    return subprocess.run([*LIVEHOST, "render", str(proj), "-o", str(out), "--seconds", "2", *extra],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("example, kind", [("sine", "wav"), ("fm", "wav"), ("input_effect", "wav"),
+                                           ("sequencer", "mid"), ("switch", "wav")])
+def test_render_plot_draws_every_example(project, tmp_path, example, kind):
+    """The PNG is read back: its size, and ink where the content is (a MIDI note's bar in its
+    velocity's colour; the control, a render with no note, has none)."""
+    from matplotlib import cm, image
+
+    proj = project(example)
+    done = _render(proj, tmp_path / f"out.{kind}", "--plot", tmp_path / "out.png")
+    assert done.returncode == 0, done.stderr
+    picture = image.imread(tmp_path / "out.png")
+    assert picture.shape[1] == 1000 and picture.shape[0] >= 400 and picture[..., :3].std() > 0.05
+    if kind == "mid":
+        shade = np.array(cm.viridis(100 / 127)[:3])  # the sequencer plays velocity 100
+        bars = np.all(np.abs(picture[..., :3] - shade) < 0.02, axis=-1).sum()
+        patch = proj / "patch.py"
+        patch.write_text(patch.read_text().replace("note_on(ev, s.notes[s.step], s.velocity)", "pass"))
+        assert _render(proj, tmp_path / "none.mid", "--plot", tmp_path / "none.png").returncode == 0
+        none = image.imread(tmp_path / "none.png")
+        assert bars > 1000 and np.all(np.abs(none[..., :3] - shade) < 0.02, axis=-1).sum() == 0
+
+
+BLOCK_MATPLOTLIB = BLOCK_AALINK.replace('"aalink"', '"matplotlib"').replace("'aalink'", "'matplotlib'")
+
+
+def test_render_plot_without_matplotlib_says_what_to_install(project, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_MATPLOTLIB)
+    done = _render(project("sine"), tmp_path / "out.wav", "--plot", tmp_path / "out.png",
+                   env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+        "livehost: --plot needs matplotlib: pip install -e '.[plot]'"), done.stderr
+    assert (tmp_path / "out.wav").exists() and not (tmp_path / "out.png").exists()
