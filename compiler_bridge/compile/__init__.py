@@ -14,10 +14,11 @@ code that was test-run, loaded the same way, and nothing compiled.
 The steps, a module each: :mod:`.patch` (the sources, read once),
 :mod:`.builds` (a build's hash, folder and pruning), :mod:`.templates` and
 :mod:`.natives` (the generated entry points and their object files),
-:mod:`.testrun`, :mod:`.diagnostics` (``patch.py:LINE`` errors),
-:mod:`.children` and :mod:`.standby` (the forked children a compile runs in),
-:mod:`.parts` (one compile in this process) and :mod:`.project` (a compile
-in a child, published).
+:mod:`.realtime` (what a kernel's compiled code may not do, read from its
+LLVM IR by :mod:`.llvm_calls`), :mod:`.testrun`, :mod:`.diagnostics`
+(``patch.py:LINE`` errors), :mod:`.children` and :mod:`.standby` (the forked
+children a compile runs in), :mod:`.parts` (one compile in this process) and
+:mod:`.project` (a compile in a child, published).
 """
 
 from ..files import write_json_atomic

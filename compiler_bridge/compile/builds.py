@@ -22,6 +22,7 @@ import numba
 from .. import abi, api
 from ..files import write_atomic
 from ..numbers import source_lines
+from . import llvm_calls, realtime
 from .templates import CHECKED_TEMPLATE, ENTRY_TEMPLATE, KERNEL_TEMPLATE, KERNEL_VIEWS
 
 KEEP_BUILDS = 16  # build folders kept per project: the newest ones
@@ -55,7 +56,8 @@ def _generated_code_digest() -> bytes:
     """What every build of this process compiles besides the patch: read once, not at every save."""
     h = hashlib.sha256(f"abi{abi.ABI_VERSION} numba{numba.__version__} py{sys.version_info[:2]}".encode())
     h.update((ENTRY_TEMPLATE + KERNEL_TEMPLATE + CHECKED_TEMPLATE + repr(KERNEL_VIEWS)).encode())
-    for module in (abi, api):  # the context layout and helpers compiled into every build (as loaded here)
+    # the context layout and helpers compiled into every build (as loaded here), and the rules its code is held to
+    for module in (abi, api, llvm_calls, realtime):
         h.update(Path(module.__file__).read_bytes())
     return h.digest()
 

@@ -17,26 +17,30 @@ from ..files import write_atomic, write_json_atomic
 from ..program import load_build
 from ..split import kernel_texts
 from ..state import StateLayout
+from . import realtime
 from .builds import build_folder, build_hash, livehost_dir
 from .diagnostics import compiling, line_of
 from .patch import Sources
 from .templates import entry_text
+from .testrun import RunShape, kernel_signature
 
 
-def build_natives(sources: Sources, kernels: list[str], layout: StateLayout, entry_name: str) -> tuple[bool, dict]:
+def build_natives(sources: Sources, kernels: list[str], layout: StateLayout, shape: RunShape,
+                  entry_name: str) -> tuple[bool, dict]:
     """Whether the build's object files for *layout* were there already, and its record of
     them (kernel -> object, symbol, digest, target), compiling those that are not."""
     out = livehost_dir(sources.project_dir)
     natives_path = sources.build / f"{entry_name}.natives.json"  # where each kernel's object code is
     reused = objects_ok(out, natives_path)
     if not reused:
-        natives = {kernel: _kernel_native(sources, kernel, text, layout, entry_name)
+        natives = {kernel: _kernel_native(sources, kernel, text, layout, shape, entry_name)
                    for kernel, text in kernel_texts(sources.built, kernels).items()}
         write_json_atomic(natives_path, natives)
     return reused, json.loads(natives_path.read_text())
 
 
-def _kernel_native(sources: Sources, kernel: str, text: str, layout: StateLayout, entry_name: str) -> dict:
+def _kernel_native(sources: Sources, kernel: str, text: str, layout: StateLayout, shape: RunShape,
+                   entry_name: str) -> dict:
     """*kernel*'s object file record, from the kernel build of *text* (numba compiles it
     unless that kernel build has it: a kernel whose text did not change is not compiled)."""
     out = livehost_dir(sources.project_dir)
@@ -46,7 +50,11 @@ def _kernel_native(sources: Sources, kernel: str, text: str, layout: StateLayout
         write_atomic(folder / f"{entry_name}.py", entry_text(layout.dtype.descr, [kernel]))
         module = compiling(lambda: load_build(folder, entry_name), sources.build, layout, sources.source,
                            sources.patch_path)
-        _write_object(folder / entry_name, getattr(module, f"{kernel}_entry"), sources.source, sources.patch_path)
+        entry = getattr(module, f"{kernel}_entry")
+        data = _object_code(entry, sources.source, sources.patch_path)
+        realtime.check(entry, module.patch, kernel, kernel_signature(kernel, layout, shape), sources.source,
+                       sources.patch_path)
+        _write_object(folder / entry_name, entry.native_name, data)
     return json.loads((folder / f"{entry_name}.json").read_text())
 
 
@@ -67,9 +75,8 @@ def objects_ok(out: Path, record: Path | dict) -> bool:
         return False
 
 
-def _write_object(stem: Path, entry, source: str, patch_path: str) -> None:
-    """Write the object code numba just compiled for the cfunc *entry* to ``<stem>.o``, and
-    what it is (its path in ``.livehost/``, symbol and digest) to ``<stem>.json``."""
+def _object_code(entry, source: str, patch_path: str) -> bytes:
+    """The object code numba just compiled for the cfunc *entry*, when a host can load it."""
     data = entry._library._compiled_object  # what numba's code generator made (kept for a cache)
     if not data:
         raise RuntimeError(f"numba kept no object code of {entry.native_name}")
@@ -81,8 +88,14 @@ def _write_object(stem: Path, entry, source: str, patch_path: str) -> None:
         raise PatchError(patch_path, name and line_of(source, f"def {name}", word=True),
                          f"{name or 'a function'}() calls itself (recursion), directly or through another "
                          "function: kernels and the functions they call cannot be recursive; write it as a loop")
+    return data
+
+
+def _write_object(stem: Path, symbol: str, data: bytes) -> None:
+    """Write the object code *data* to ``<stem>.o``, and what it is (its path in
+    ``.livehost/``, *symbol* and digest) to ``<stem>.json``."""
     path = stem.with_suffix(".o")
     write_atomic(path, data)
-    written = {"object": str(path.relative_to(path.parent.parent.parent)), "symbol": entry.native_name,
+    written = {"object": str(path.relative_to(path.parent.parent.parent)), "symbol": symbol,
                "sha256": native.digest(data), "target": native.target()}
     write_json_atomic(stem.with_suffix(".json"), written)

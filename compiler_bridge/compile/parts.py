@@ -80,7 +80,7 @@ def _build_part(sources: Sources, kernels: list[str], layout, shape: RunShape, n
     entry_name = f"entry_{layout.tag:016x}"
     out = livehost_dir(sources.project_dir)
     t0 = time.perf_counter()
-    reused, natives = build_natives(sources, kernels, layout, entry_name)
+    reused, natives = build_natives(sources, kernels, layout, shape, entry_name)
     # The test run calls the code as a host will: loaded from its object file.
     codes = kept((sources.build, entry_name, "natives"), lambda: load_natives(out, natives))
     patch_mod = types.SimpleNamespace(**namespace)  # (the lines of its kernels)
