@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from compiler_bridge.worker import CompileWorker
+from floor import numba_floor_s  # (bench/ is on sys.path: the script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAUSE_S = 1.0  # between code edits, as between a performer's saves: the worker's standby children get ready
@@ -32,23 +33,6 @@ for path in sys.argv[1:]:
     Program.from_compiled(read_compiled(path))
     times.append(time.perf_counter() - t0)
 print(json.dumps(times))
-"""
-FLOOR_SNIPPET = """
-import json, sys, time
-import numba, numpy as np
-from numba import types
-from compiler_bridge.abi import CTX_DTYPE
-source, rounds = open(sys.argv[1]).read(), int(sys.argv[2])
-state = numba.from_dtype(np.dtype([("freq_hz", "f8"), ("gain", "f8"), ("phase", "f8")], align=True))
-signature = types.void(state, numba.from_dtype(CTX_DTYPE), types.float32[:, :], types.float32[:, ::1])
-times = []
-for k in range(rounds + 1):  # the first warms numba up
-    namespace = {}
-    exec(compile(source.replace("step = 2.0", f"step = ({1000 + k} / 1000) * 2.0"), f"patch{k}.py", "exec"), namespace)
-    t0 = time.perf_counter()
-    numba.njit(signature, nogil=True, error_model="numpy")(namespace["audio"])
-    times.append(time.perf_counter() - t0)
-print(json.dumps(times[1:]))
 """
 
 
@@ -109,11 +93,8 @@ def main(rounds: int = 10) -> dict:
             if out.returncode:
                 raise SystemExit(out.stderr)
             loads.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    out = subprocess.run([sys.executable, "-c", FLOOR_SNIPPET, str(ROOT / "examples" / "sine" / "patch.py"),
-                          str(rounds)], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    floor = statistics.median(json.loads(out.stdout.strip().splitlines()[-1]))
+    sine = (ROOT / "examples" / "sine" / "patch.py").read_text()
+    floor = numba_floor_s([sine.replace("step = 2.0", f"step = ({1000 + k} / 1000) * 2.0") for k in range(rounds + 1)])
     figures = {
         "worker_start_s": round(start_s, 3),
         "cold_compile_s": round(cold.seconds, 3),

@@ -42,6 +42,7 @@ from extras import require  # noqa: E402  (bench/ is on sys.path: the script's f
 
 require("jack")  # before anything imports them
 
+from floor import numba_floor_s  # noqa: E402
 from helpers import CaptureProcess, save  # noqa: E402
 from jack_midi_capture import Capture  # noqa: E402
 
@@ -112,7 +113,7 @@ class Rig:
         self.audio = CaptureProcess(2, work)
         stack.callback(self.audio.close)
         # heard again at once whenever livehost reopens its ports (a restarted process may get another name)
-        self.audio.cmd("follow PortAudio[^:]*:out_([0-9]+)")
+        self.audio.cmd("follow livehost[^:]*:out_([0-9]+)")
         self.midi = stack.enter_context(Capture(MIDI_CAPTURE))
         self.proc: subprocess.Popen | None = None
         stack.callback(self.stop)
@@ -284,6 +285,11 @@ def main() -> None:
     a2m, m2a = _figures("switch audio -> midi", to_midi), _figures("switch midi -> audio", to_audio)
     r = _figures("stop, edit, restart", restart)
     print("livehost's own compile times (s), in order:", compile_s, flush=True)
+    # numba alone on the same code edits of the same kernel, in a warm process of its own, now
+    floor_s = numba_floor_s([PATCH.format(freq=440.0, factor=f"({1100 + k} / 1000)", mark=MARK)
+                             for k in range(args.edits + 1)])
+    ratio = round(c["p50_ms"] / (floor_s * 1e3), 2) if c.get("p50_ms") else None
+    print(f"numba alone, the edited kernel (median): {floor_s * 1e3:.1f} ms; code edit p50 over it: {ratio}")
     print(json.dumps({
         "default_edit_p50_ms": d.get("p50_ms"), "default_edit_p99_ms": d.get("p99_ms"),
         "number_edit_p50_ms": n.get("p50_ms"), "number_edit_p99_ms": n.get("p99_ms"),
@@ -293,6 +299,7 @@ def main() -> None:
         "restart_ms": r.get("p50_ms"),
         "default_edit": d, "number_edit": n, "edit": c, "switch_audio_to_midi": a2m, "switch_midi_to_audio": m2a, "restart": r,
         "capture_xruns": xruns, "compile_s_p50": round(float(np.median(compile_s)), 3) if compile_s else None,
+        "numba_floor_ms": round(floor_s * 1e3, 1), "edit_vs_numba_floor": ratio,
     }))
 
 
