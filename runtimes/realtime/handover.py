@@ -280,8 +280,13 @@ class Handover:
         return self._records.get(int(address))
 
     def release(self, keep: Iterable[int] = ()) -> None:
-        """Drop records the native side no longer reads: all but the one playing, the newest
-        request, and the addresses in *keep* (voices still fading, a fallback)."""
+        """Drop records the native side no longer reads: all but the one playing, the addresses
+        in *keep* (voices still fading, a fallback), and every request the callback has not
+        seen past. A call of the callback reads ``swap_post`` once, then notes what it read in
+        ``swap_seen``: a request replaced after that read may still be in its hands until a
+        later call has seen a newer one."""
         with self._lock:
+            seen = int(self._slots["swap_seen"][0])
+            acquire_fence()
             alive = {int(self._slots["playing"][0]), int(self._slots["swap_post"][0]), *map(int, keep)}
-            self._records = {a: r for a, r in self._records.items() if a in alive}
+            self._records = {a: r for a, r in self._records.items() if a in alive or r.seq >= seen}
