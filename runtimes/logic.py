@@ -68,7 +68,8 @@ class LogicRuntime(BaseRuntime):
             return {}
         engine = self.engine.stats()
         return {**self._ticked.stats(), "events_out": self.events_out, "notes_on": engine["notes_on"],
-                "swaps": engine["swaps"], "kernel_errors": engine["kernel_errors"]}
+                "swaps": engine["swaps"], "kernel_errors": engine["kernel_errors"],
+                "carry_misses": engine["carry_misses"]}
 
     def _controls(self):
         return self.engine.controls if self.engine is not None else None

@@ -161,7 +161,20 @@ def test_ticks_two_saves_before_a_tick_play_the_last_with_the_state_carried(layo
     engine.step()
     program, state = engine.playing()
     assert program is c and int(state["count"][0]) == 7
-    assert engine.stats()["swaps"] == 1 and int(engine.get("carry_misses")) == 0
+    assert engine.stats()["swaps"] == 1 and engine.stats()["carry_misses"] == 0
+
+
+def test_ticks_a_table_made_for_another_record_is_never_applied_and_the_miss_is_counted(layouts):
+    a, _, c, _ = layouts
+    engine = _tick_engine(a)
+    for _ in range(3):
+        engine.step()
+    record = engine.handover.post(offer(c, "midi"))
+    for k in range(CARRY_SOURCES):  # aimed at a record that does not play here
+        record.record["carry_from"][0, k] = 8
+    engine.step()
+    program, state = engine.playing()
+    assert program is c and int(state["count"][0]) == 1 and engine.stats()["carry_misses"] == 1
 
 
 def test_ticks_a_swap_waiting_for_its_bar_replaced_by_another_carries_from_what_plays(layouts):

@@ -165,7 +165,8 @@ class TickEngine:
         return {"notes_on": int(g("notes_on")), "events_out": int(g("events_out")),
                 "events_in": int(g("events_in")), "swaps": int(g("swaps")), "clock_jumps": int(g("clock_jumps")),
                 "kernel_errors": int(g("kernel_errors")), "dropped": int(g("dropped")),
-                "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped"))}
+                "writes_applied": int(g("writes_applied")), "writes_dropped": int(g("writes_dropped")),
+                "carry_misses": int(g("carry_misses"))}
 
     # --- timelines (the JACK path) ---
 
