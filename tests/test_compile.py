@@ -213,13 +213,25 @@ def test_a_save_of_the_same_build_is_test_run_by_a_child_that_loaded_it_ahead(wo
     patch.write_text(source.replace("freq_hz = 440.0", "freq_hz = 550.0"))
     again = worker.compile(sine)  # a child with the last good build was made ready after the refusal
     assert again.ok and again.compiled["prepared"] and again.compiled["state"][0]["default"] == 550.0
+    from helpers import wait_for
+
+    # Forked once the reply is out: one child holding this build, one ready for any build.
+    wait_for(lambda: len(_children(worker.pid)) == 2)
+    before = set(_children(worker.pid))
     patch.write_text(source + "# another build\n")
     edited = worker.compile(sine)
     assert edited.ok and not edited.compiled["prepared"] and edited.compiled["build"] != first.compiled["build"]
-    from helpers import wait_for
+    # Again two once the new ones are forked (a discarded child left unreaped would make three,
+    # and a zombie stays listed), and the child of the old build is not one of them.
+    wait_for(lambda: len(_children(worker.pid)) == 2 and not any(_zombie(c) for c in _children(worker.pid)))
+    assert len(before & set(_children(worker.pid))) <= 1  # at most the one for any build, if it was still warming
 
-    wait_for(lambda: _children(worker.pid))  # forked once the reply is out
-    assert len(_children(worker.pid)) == 1  # the one for the new build: the discarded one was reaped
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_old_builds_are_pruned_but_the_published_one_stays(project):
