@@ -179,7 +179,7 @@ def best_ns(measure, repeats: int) -> float:
 def callback_costs(c: ctypes.CDLL, program: Program, calls: int, repeats: int) -> tuple[float, float]:
     """ns per block of the livehost callback (empty kernel) and of the C silence callback."""
     engine = NativeEngine(SAMPLE_RATE, 0, CHANNELS, BLOCK_FRAMES, crossfade_ms=0.0)
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     out = np.zeros((BLOCK_FRAMES, CHANNELS), np.float32)
     callback = ctypes.cast(c.silence_callback, ctypes.c_void_p).value
     ours = best_ns(lambda: c.time_callback(audio_callback.address, engine.address, out.ctypes.data,

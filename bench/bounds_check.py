@@ -56,7 +56,7 @@ def _measure(example: str, calls: int, folder: Path) -> dict:
         for checked in (True, False):
             state, ctx, inp, out, ev = fresh_buffers(layout, shape)
             state["step"] = 4
-            next_call(ctx, ev, 0, shape, "midi")
+            next_call(ctx, ev, 0, shape, "midi", inp)
             outcome[checked] = entries[checked]["midi"](state.ctypes.data, ctx.ctypes.data, inp.ctypes.data,
                                                        out.ctypes.data, ev.ctypes.data)
         sys.unraisablehook = hook
@@ -70,7 +70,7 @@ def _measure(example: str, calls: int, folder: Path) -> dict:
         for i in range(calls):
             for checked in ((True, False) if i % 2 else (False, True)):  # who goes first alternates
                 state, ctx, inp, out, ev = buffers[checked]
-                next_call(ctx, ev, i, shape, kernel)
+                next_call(ctx, ev, i, shape, kernel, inp)
                 fn = entries[checked][kernel]
                 t0 = time.perf_counter_ns()
                 ok = fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)

@@ -59,7 +59,9 @@ EVENT_CAPACITY = 256
 EVENT_HEADER_COUNT, EVENT_HEADER_CAPACITY, EVENT_HEADER_CHANNEL = 0, 1, 2
 
 KERNEL_SIGNATURE = types.int32(*(types.voidptr,) * 5)
-KERNEL_NAMES = ("audio", "midi")
+KERNEL_NAMES = ("audio", "midi", "midi_in")
+KERNEL_AUDIO, KERNEL_MIDI, KERNEL_MIDI_IN = range(len(KERNEL_NAMES))  # a program record's kernels, by index
+MIDI_IN_BYTES = 3  # a message handed to midi_in(): int32 status, data1, data2 at the ``inp`` pointer
 
 # How a state write stores its value at its byte offset (see StateLayout.target).
 KIND_F8, KIND_F4, KIND_I8, KIND_I4, KIND_U1 = 0, 1, 2, 3, 4

@@ -149,6 +149,18 @@ MIDI = RuntimeSchema(
     live_keys=frozenset({"tempo_bpm", "cc_map", "note_field", "velocity_field", "channel", "send_clock"}),
 )
 
+# Audio and MIDI in one JACK callback: the MIDI keys of the native JACK path, and audio ports.
+JACK = RuntimeSchema(
+    "jack",
+    defaults={**{k: v for k, v in MIDI.defaults.items() if k != "backend"}, "input": "in", "output": "out",
+              "channels_out": 2, "channels_in": 0, "crossfade_ms": 10.0, "connect_audio": True,
+              "max_events_in": 256},
+    checks={**{k: v for k, v in MIDI.checks.items() if k != "backend"}, "channels_out": integer(1, 64),
+            "channels_in": integer(0, 64), "crossfade_ms": number(0.0, 1000.0), "connect_audio": boolean,
+            "max_events_in": integer(1, 4096)},
+    live_keys=MIDI.live_keys | {"crossfade_ms"},
+)
+
 LOGIC = RuntimeSchema(
     "logic",
     defaults={"ppqn": 24, "channel": 1},
@@ -166,5 +178,5 @@ OFFLINE = RuntimeSchema(
             "channel": integer(1, 16)},
 )
 
-SCHEMAS: dict[str, RuntimeSchema] = {s.id: s for s in (AUDIO, MIDI, LOGIC, OFFLINE)}
+SCHEMAS: dict[str, RuntimeSchema] = {s.id: s for s in (AUDIO, MIDI, JACK, LOGIC, OFFLINE)}
 DEFAULT_RUNTIME = "logic"

@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from compiler_bridge.abi import KERNEL_NAMES
 from compiler_bridge.config import swap_every_beats
 from compiler_bridge.errors import RuntimeInitError
 from compiler_bridge.program import Program
@@ -38,11 +39,13 @@ def require_kernel(program: Program, kernel: str) -> None:
         raise RuntimeInitError(f"{kernel}: the patch defines no {signature} kernel")
 
 
-def offer(program: Program, kernel: str, state: np.ndarray | None = None) -> Offer:
-    """What an engine is handed to play *program*'s *kernel* from *state* (the defaults when None),
-    taking over on the beat or bar its ``swap_on`` asks for."""
-    return Offer(program, program.kernels.get(kernel, 0), program.new_state() if state is None else state,
-                 program.layout, swap_every_beats(program.config))
+def offer(program: Program, state: np.ndarray | None = None, *, at_once: bool = False) -> Offer:
+    """What an engine is handed to play *program*'s kernels from *state* (the defaults when None),
+    taking over on the beat or bar its ``swap_on`` asks for (or *at_once*: an engine that goes on
+    where another stopped)."""
+    return Offer(program, tuple(program.kernels.get(k, 0) for k in KERNEL_NAMES),
+                 program.new_state() if state is None else state, program.layout,
+                 0.0 if at_once else swap_every_beats(program.config))
 
 
 class Runtime(Protocol):

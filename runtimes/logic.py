@@ -39,7 +39,7 @@ class LogicRuntime(BaseRuntime):
     def _open(self, program: Program, state: np.ndarray) -> None:
         settings = _engine_settings(self.settings)
         self.engine = TickEngine(settings, NOMINAL_SAMPLE_RATE, self.transport.tempo_bpm)
-        self.engine.first(offer(program, "midi", state))
+        self.engine.first(offer(program, state))
         self._ticked = TickedEngine(self.engine, self.transport, self.clock, self._record, name="livehost-logic")
         self._ticked.start(self.start_at_beat)
 
@@ -49,7 +49,7 @@ class LogicRuntime(BaseRuntime):
         self.events_out += len(messages)
 
     def _load(self, program: Program) -> None:
-        self.engine.swap(offer(program, "midi"), SEEN_TIMEOUT_S)  # (on its beat or bar: taken later)
+        self.engine.swap(offer(program), SEEN_TIMEOUT_S)  # (on its beat or bar: taken later)
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
         self.engine.apply_settings(_engine_settings(settings))

@@ -41,7 +41,7 @@ def render_audio(program: Program, path: Path, seconds: float, *, sample_rate: i
     total = round(seconds * sample_rate)
     engine = NativeEngine(float(sample_rate), 0, channels_out, block_frames, crossfade_ms=0.0)
     engine.set_transport(tempo, 0.0, 0)
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     out = np.zeros((block_frames, channels_out), np.float32)
     with sf.SoundFile(path, "w", sample_rate, channels_out, subtype="FLOAT", format="WAV") as f:
         sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
@@ -68,7 +68,7 @@ def render_midi(program: Program, path: Path, seconds: float, *, ppqn: int = 24,
     ticks = round(seconds * tempo / 60.0 * ppqn)
     settings = {"ppqn": ppqn, "channel": channel, "send_clock": False, "send_transport": False}
     engine = TickEngine(settings, NOMINAL_SAMPLE_RATE, tempo)
-    engine.first(offer(program, "midi"))
+    engine.first(offer(program))
     engine.want(WANT_RUN)
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
     last = 0

@@ -52,6 +52,7 @@ def default_registry() -> Registry:
             RegistryEntry("offline", SCHEMAS["offline"], _lazy("offline", "OfflineRuntime")),
             RegistryEntry("audio", SCHEMAS["audio"], _lazy("audio", "AudioRuntime")),
             RegistryEntry("midi", SCHEMAS["midi"], _lazy("midi", "MidiRuntime")),
+            RegistryEntry("jack", SCHEMAS["jack"], _lazy("joint", "JackRuntime")),
         ],
         DEFAULT_RUNTIME,
     )

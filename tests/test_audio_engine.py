@@ -75,18 +75,18 @@ def test_crossfade_is_linear_equal_gain_and_restarts_from_the_current_mix(dc_pro
     rate, fade = 6400.0, 128  # crossfade_ms chosen so the fade is exactly 128 frames
     engine = NativeEngine(rate, 0, 1, max_frames=64, crossfade_ms=fade * 1000 / rate)
     a, b, c = dc_programs[0.25], dc_programs[0.75], dc_programs[1.0]
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     x = _play(engine, 4)  # fade in from silence: k/128 * 0.25, then 0.25
     k = np.arange(1, 257)
     np.testing.assert_allclose(x, 0.25 * np.minimum(k / fade, 1.0), atol=1e-6)
 
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     x = _play(engine, 1)  # half way from 0.25 to 0.75
     k = np.arange(1, 65)
     np.testing.assert_allclose(x, 0.25 + 0.5 * k / fade, atol=1e-6)
     mix_gain_b = 64 / fade
 
-    engine.request_swap(offer(c, "audio"))
+    engine.request_swap(offer(c))
     x = _play(engine, 4)
     k = np.arange(1, 257)
     ramp = np.minimum(k / fade, 1.0)
@@ -104,7 +104,7 @@ def test_nan_and_clipping_are_sanitised_and_counted(dc_programs):
     program = dc_programs[0.25]
     engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
     ring = engine.controls
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     mode = program.layout.target("mode")
     assert (_play(engine, 2, channels=2) == 0.25).all()
     ring.push(*mode, 1)  # the kernel now writes NaN
@@ -123,7 +123,7 @@ def test_the_output_meters_read_peak_and_rms_per_channel(dc_programs):
     program = dc_programs[0.25]
     engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
     assert engine.meters() == {"peak_dbfs": [METER_FLOOR_DBFS] * 2, "rms_dbfs": [METER_FLOOR_DBFS] * 2}
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     _play(engine, 48000 * 3 // 64, channels=2)  # 3 s: ten time constants
     level = 20 * np.log10(0.25)
     meters = engine.meters()
@@ -141,13 +141,13 @@ def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs)
     program = dc_programs[0.25]
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
     ring = engine.controls
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     assert (_play(engine, 2) == 0.25).all()
     ring.push(*program.layout.target("mode"), 3)  # the kernel now raises
     assert (_play(engine, 5) == 0.0).all()
     assert engine.stats()["kernel_errors"] == 1  # called once, then never again
     fresh = dc_programs[0.75]  # the next save plays again, from its defaults: the state of a kernel that
-    engine.request_swap(offer(fresh, "audio"))  # raised (mode 3
+    engine.request_swap(offer(fresh))  # raised (mode 3
     assert (_play(engine, 2) == 0.75).all()  # here) is not carried over
     assert engine.stats()["kernel_errors"] == 1
 
@@ -155,25 +155,25 @@ def test_a_kernel_that_raises_live_is_silenced_and_not_called_again(dc_programs)
 def test_the_watchdog_falls_back_to_the_program_before_after_a_run_of_nan_blocks(dc_programs):
     a, b = dc_programs[0.25], dc_programs[0.75]
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     assert (_play(engine, 2) == 0.25).all()
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     assert (_play(engine, 2) == 0.75).all()
     engine.controls.push(*b.layout.target("mode"), 1)  # b now writes NaN
     x = _play(engine, NAN_RUN_LIMIT + 3)
     assert (x[: NAN_RUN_LIMIT * 64] == 0.0).all()  # sanitised, for exactly the watchdog's run
     assert (x[NAN_RUN_LIMIT * 64:] == 0.25).all()  # then a again, from the next block
     assert engine.fault() == (1, "nan", b, a) and engine.playing()[0] is a
-    engine.request_swap(offer(dc_programs[1.0], "audio"))
+    engine.request_swap(offer(dc_programs[1.0]))
     assert (_play(engine, 2) == 1.0).all()  # the next save plays as usual
 
 
 def test_the_watchdog_falls_back_after_sustained_overruns_and_to_silence_without_a_program_before(dc_programs):
     a, b = dc_programs[0.25], dc_programs[0.75]
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 1)
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     _play(engine, 1)
     engine.controls.push(*b.layout.target("mode"), 4)  # b now takes longer than each block
     blocks = 0
@@ -184,7 +184,7 @@ def test_the_watchdog_falls_back_after_sustained_overruns_and_to_silence_without
     assert (_play(engine, 2) == 0.25).all()
 
     alone = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    alone.request_swap(offer(b, "audio"))
+    alone.request_swap(offer(b))
     alone.controls.push(*b.layout.target("mode"), 1)
     _play(alone, NAN_RUN_LIMIT + 1)
     assert alone.fault() == (1, "nan", b, None)
@@ -195,7 +195,7 @@ def test_the_watchdog_falls_back_after_sustained_overruns_and_to_silence_without
 def test_block_longer_than_scratch_is_rendered_in_chunks(dc_programs):
     program = dc_programs[0.75]
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     x = _play(engine, 1, frames=200)
     assert (x == 0.75).all()
     assert engine.stats()["blocks"] == 4  # 64 + 64 + 64 + 8 frames
@@ -217,7 +217,7 @@ def test_kernel_sees_the_transport_beat_and_tempo(tmp_path):
     program = Program.from_compiled(compile_project(write_audio_project(tmp_path, "beat", "", BEAT_PATCH)))
     engine = NativeEngine(48000.0, 0, 2, max_frames=64, crossfade_ms=0.0)
     engine.set_transport(90.0, 8.0, time.monotonic_ns())
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     first = _play(engine, 1, channels=2)[0] * 100.0
     out = np.zeros((64, 2), np.float32)
     _CALLBACK(None, out.ctypes.data, 64, None, 0, engine.address)
@@ -233,7 +233,7 @@ def test_a_start_on_a_beat_plays_silence_until_the_exact_frame_of_that_beat(dc_p
     if gate_beat is not None:
         engine.start_on_beat(gate_beat)
     program = dc_programs[0.25]
-    engine.request_swap(offer(program, "audio"))
+    engine.request_swap(offer(program))
     out = np.zeros((100 * block, 1), np.float32)
     for k in range(100):
         engine.render(out[k * block:(k + 1) * block], k * block * 1_000_000_000 // rate)

@@ -96,10 +96,10 @@ def test_audio_a_second_save_before_the_first_was_taken_plays_with_the_state_car
     c plays, its count carried from a (whose table it has), b never plays."""
     a, b, c, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 10)
-    b_seq = engine.request_swap(offer(b, "audio"))  # the stream is lost: nobody takes it
-    c_seq = engine.request_swap(offer(c, "audio"))
+    b_seq = engine.request_swap(offer(b))  # the stream is lost: nobody takes it
+    c_seq = engine.request_swap(offer(c))
     x = _play(engine, 3)
     assert (x == 0.75).all()
     program, state = engine.playing()
@@ -111,11 +111,11 @@ def test_audio_a_second_save_before_the_first_was_taken_plays_with_the_state_car
 def test_audio_a_save_after_the_first_was_taken_carries_from_it_not_from_the_one_before(layouts):
     a, b, c, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 4)
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     _play(engine, 5)
-    engine.request_swap(offer(c, "audio"))
+    engine.request_swap(offer(c))
     _play(engine, 2)
     program, state = engine.playing()
     assert program is c and int(state["count"][0]) == 11
@@ -126,12 +126,12 @@ def test_a_table_made_for_another_record_is_never_applied(layouts):
     built against a stale view would be) starts from its defaults, and the miss is counted."""
     a, b, c, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 4)
     stray = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    stray.request_swap(offer(b, "audio"))
+    stray.request_swap(offer(b))
     _play(stray, 1)
-    record = engine.handover.post(offer(c, "audio"), also_from=[])
+    record = engine.handover.post(offer(c), also_from=[])
     # aim every table at b's record in the other engine: same layouts, but not what plays here
     for k in range(CARRY_SOURCES):
         record.record["carry_from"][0, k] = stray.handover.playing().address
@@ -144,7 +144,7 @@ def test_a_table_made_for_another_record_is_never_applied(layouts):
 def _tick_engine(program: Program) -> TickEngine:
     settings = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": True}
     engine = TickEngine(settings, 48000.0, 120.0)
-    engine.first(offer(program, "midi"))
+    engine.first(offer(program))
     engine.want(WANT_RUN)
     return engine
 
@@ -156,8 +156,8 @@ def test_ticks_two_saves_before_a_tick_play_the_last_with_the_state_carried(layo
     engine = _tick_engine(a)
     for _ in range(6):
         engine.step()
-    engine.request(offer(b, "midi"))
-    engine.request(offer(c, "midi"))
+    engine.request(offer(b))
+    engine.request(offer(c))
     engine.step()
     program, state = engine.playing()
     assert program is c and int(state["count"][0]) == 7
@@ -169,7 +169,7 @@ def test_ticks_a_table_made_for_another_record_is_never_applied_and_the_miss_is_
     engine = _tick_engine(a)
     for _ in range(3):
         engine.step()
-    record = engine.handover.post(offer(c, "midi"))
+    record = engine.handover.post(offer(c))
     for k in range(CARRY_SOURCES):  # aimed at a record that does not play here
         record.record["carry_from"][0, k] = 8
     engine.step()
@@ -181,11 +181,11 @@ def test_ticks_a_swap_waiting_for_its_bar_replaced_by_another_carries_from_what_
     a, b, c, bar = layouts
     engine = _tick_engine(a)
     engine.step()
-    engine.request(offer(bar, "midi"))  # waits for the bar: 4 beats of 24 ticks
+    engine.request(offer(bar))  # waits for the bar: 4 beats of 24 ticks
     for _ in range(10):
         engine.step()
     assert engine.playing()[0] is a  # still waiting
-    engine.request(offer(c, "midi"))  # a later save, at once
+    engine.request(offer(c))  # a later save, at once
     engine.step()
     program, state = engine.playing()
     assert program is c and int(state["count"][0]) == 12
@@ -252,9 +252,9 @@ def test_after_a_fallback_the_snapshot_and_the_next_swap_carry_the_program_that_
     state.npz carried its state. Now they carry the program the watchdog went back to."""
     a, b, c, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 5)
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     _play(engine, 2)
     engine.controls.push(*b.layout.target("mode"), 1)  # b writes NaN from now on
     _play(engine, NAN_RUN_LIMIT + 3)
@@ -264,7 +264,7 @@ def test_after_a_fallback_the_snapshot_and_the_next_swap_carry_the_program_that_
     program, state = engine.snapshot(seq)
     assert program is a and int(state["count"][0]) == 5 + 4  # a's own count: 5 blocks, then 4 since
     assert int(state["mode"][0]) == 0
-    engine.request_swap(offer(c, "audio"))
+    engine.request_swap(offer(c))
     assert (_play(engine, 1) == 0.75).all()
     assert int(engine.playing()[1]["count"][0]) == 5 + 4 + 1  # carried from a, then one block of c
 
@@ -272,13 +272,13 @@ def test_after_a_fallback_the_snapshot_and_the_next_swap_carry_the_program_that_
 def test_a_program_left_silent_by_the_watchdog_is_not_carried(layouts):
     a, b, _, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(b, "audio"))
+    engine.request_swap(offer(b))
     engine.controls.push(*b.layout.target("mode"), 1)
     _play(engine, NAN_RUN_LIMIT + 2)
     assert engine.fault()[3] is None  # no program before it: silence
     program, state = engine.playing()
     assert program is b and int(state["mode"][0]) == 0  # its defaults, not its NaN mode
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     assert (_play(engine, 1) == 0.25).all()
 
 
@@ -289,7 +289,7 @@ def test_a_swap_on_the_bar_is_seen_at_the_next_tick_and_taken_at_the_bar(layouts
     a, _, _, bar = layouts
     engine = _tick_engine(a)
     engine.step()
-    seq = engine.request(offer(bar, "midi"))
+    seq = engine.request(offer(bar))
     engine.step()
     assert engine.handover.seen(seq) and not engine.handover.taken(seq)
     for _ in range(96):
@@ -347,10 +347,10 @@ def test_a_replaced_request_stays_alive_until_the_callback_has_seen_past_it(layo
     a newer request."""
     a, b, c, _ = layouts
     engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
-    engine.request_swap(offer(a, "audio"))
+    engine.request_swap(offer(a))
     _play(engine, 1)
-    engine.request_swap(offer(b, "audio"))  # (a callback may have read this one as c replaces it)
-    engine.request_swap(offer(c, "audio"))
+    engine.request_swap(offer(b))  # (a callback may have read this one as c replaces it)
+    engine.request_swap(offer(c))
     engine.release_finished()
     kept = engine.handover.kept()
     assert any(k is b for k in kept) and any(k is c for k in kept)

@@ -510,7 +510,7 @@ def _cycles(programs, frame_times: list[int], nframes: int = 1024) -> tuple[list
 
     settings = MIDI.resolve({"send_clock": False, "send_transport": False})
     engine = TickEngine(settings, 48000.0, 120.0)  # a tick every 1000 frames
-    engine.first(offer(programs["sequencer"], "midi"))
+    engine.first(offer(programs["sequencer"]))
     engine.want(WANT_RUN)
     played = []
     for frame in frame_times:

@@ -112,7 +112,7 @@ def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
     program = Program.from_compiled(compile_project(proj))
     settings = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": False}
     engine = TickEngine(settings, 48000.0, 120.0)  # 48000 * 60 / (120 * 24) = 1000 frames per tick
-    engine.first(offer(program, "midi"))
+    engine.first(offer(program))
     engine.want(WANT_RUN)
     for _ in range(6):  # ticks 0..5
         engine.step()

@@ -88,7 +88,7 @@ def test_a_cc_is_mapped_onto_the_range_along_its_curve(tmp_path):
     settings = {"ppqn": 24, "channel": 1, "send_clock": False, "send_transport": False,
                 "cc_map": {74: "freq_hz", 75: "mix", 76: "plain"}}
     engine = TickEngine(settings, 48000.0, 120.0)
-    engine.first(offer(program, "midi"))
+    engine.first(offer(program))
     engine.want(WANT_RUN)
     got = []
     for value in (0, 64, 127):

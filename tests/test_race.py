@@ -88,13 +88,13 @@ class AudioSide:
     def __init__(self, program: Program) -> None:
         self.engine = NativeEngine(48000.0, 0, 1, max_frames=64, crossfade_ms=0.0)
         self.controls = self.engine.controls
-        self.engine.request_swap(offer(program, "audio"))
+        self.engine.request_swap(offer(program))
         out = np.zeros((64, 1), np.float32)
         self.running = Running(lambda: _CALLBACK(None, out.ctypes.data, 64, None, 0, self.engine.address))
 
     def swap(self, new: Program, old: Program, while_pending=lambda: None) -> np.ndarray:
         state = new.new_state()
-        seq = self.engine.request_swap(offer(new, "audio", state))
+        seq = self.engine.request_swap(offer(new, state))
         while_pending()  # the callback takes the swap somewhere in here
         while not self.engine.acked("swap", seq):
             pass
@@ -111,7 +111,7 @@ class MidiSide:
     def __init__(self, program: Program) -> None:
         self.engine = TickEngine(MIDI_SETTINGS, 48000.0, 120.0)
         self.controls = self.engine.controls
-        self.engine.first(offer(program, "midi"))
+        self.engine.first(offer(program))
         self.engine.want(WANT_RUN)
         self.running = Running(self.engine.step)
 
@@ -119,7 +119,7 @@ class MidiSide:
         racer = threading.Thread(target=while_pending)
         racer.start()  # racing the swap, which waits for the next tick
         state = new.new_state()
-        seq = self.engine.request(offer(new, "midi", state))
+        seq = self.engine.request(offer(new, state))
         assert wait_until(lambda: self.engine.handover.taken(seq), 5.0)
         racer.join()
         return state

@@ -65,8 +65,9 @@ def exec_patch(source: str, path: str) -> dict:
 
 def kernels_and_layout(namespace: dict, source: str, patch_path: str) -> tuple[list[str], StateLayout]:
     kernels = [k for k in abi.KERNEL_NAMES if callable(namespace.get(k))]
-    if not kernels:
-        raise PatchError(patch_path, None, "defines no kernel: write def audio(s, ctx, inp, out) or def midi(s, ctx, ev)")
+    if not kernels or kernels == ["midi_in"]:  # (input alone plays nothing)
+        raise PatchError(patch_path, None, "defines no kernel: write def audio(s, ctx, inp, out) or def midi(s, ctx, ev)"
+                         + (" beside midi_in(s, ctx, status, data1, data2)" if kernels else ""))
     try:
         return kernels, StateLayout.from_class(namespace.get("State"))
     except (TypeError, ValueError) as exc:

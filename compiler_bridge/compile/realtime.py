@@ -57,7 +57,7 @@ _RULES = (
     _Rule("raises an exception made at run time", re.compile(r"__excinfo_unwrap_args\w*"), raising=True),
 )
 _RANDOM = re.compile(r"numba_get_\w+_random_state")  # seeds itself through Python, once in each thread
-_CALLBACK = {"audio": "the audio callback", "midi": "the MIDI callback"}
+_CALLBACK = {"audio": "the audio callback", "midi": "the MIDI callback", "midi_in": "the audio callback"}
 _MADE = {"zeros", "ones", "empty", "full", "array", "arange", "linspace", "copy", "zeros_like", "ones_like",
          "empty_like", "full_like"}  # numpy calls that make an array a State field can be instead
 _PROBE = {"debug": True, "_dbg_optnone": True, "no_cpython_wrapper": True, "nogil": True, "error_model": "numpy",

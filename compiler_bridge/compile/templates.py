@@ -67,6 +67,9 @@ KERNEL_VIEWS = {
     out = _carray(out_p, (n, ctx.channels_out), _np.float32)''', "inp, out"),
     "midi": ('''\
     ev = _carray(ev_p, (_EVCAP + 1, 3), _np.int32)''', "ev"),
+    # one incoming message: three int32 (status, data1, data2) at the input pointer
+    "midi_in": ('''\
+    m = _carray(in_p, 3, _np.int32)''', "m[0], m[1], m[2]"),
 }
 
 

@@ -20,6 +20,11 @@ from .diagnostics import line_of_def, patch_error_from
 
 TEST_BLOCKS = 16
 TEST_TICKS = 96
+# What midi_in() is fed in its test run: a chord pressed and released, a controller swept,
+# pitch bend and aftertouch, then every note on and off (as a keyboard may send them).
+TEST_MESSAGES = [(0x90, 60, 100), (0x90, 64, 90), (0x90, 67, 80), (0xB0, 1, 0), (0xB0, 1, 127), (0xE0, 0, 64),
+                 (0xD0, 50, 0), (0x80, 60, 0), (0x90, 64, 0), (0x80, 67, 64),
+                 *[(0x90 | (n % 16), n, 1 + n % 127) for n in range(128)], *[(0x80, n, 0) for n in range(128)]]
 CHECKED_SLACK = 4.0  # how much slower the bounds-checked test pass may be than the budget
 
 
@@ -47,7 +52,7 @@ class RunShape:
                 return selected
             return next((e for e in entries if e.get("runtime") in kinds), {})
 
-        audio, midi = pick(("audio", "offline")), pick(("midi", "logic", "offline"))
+        audio, midi = pick(("audio", "jack", "offline")), pick(("midi", "jack", "logic", "offline"))
         return cls(audio.get("sample_rate") or 48000, audio.get("block_frames") or 256,
                    audio.get("channels_in") or 0, audio.get("channels_out") or 2, midi.get("ppqn") or 24,
                    (midi.get("channel") or 1) - 1, midi.get("tempo_bpm") or config.tempo_bpm)
@@ -60,7 +65,7 @@ def checked_run(kernel, checked, layout, shape, shown, real, patch_mod, report) 
     n_calls, (state, ctx, inp, out, ev) = _start_test_run(kernel, layout, shape, patch_mod, report)
     times = []
     for i in range(n_calls):
-        next_call(ctx, ev, i, shape, kernel)
+        next_call(ctx, ev, i, shape, kernel, inp)
         args = _test_args(kernel, shape, state, ctx, inp, out, ev)
         t0 = time.perf_counter()
         try:
@@ -91,7 +96,7 @@ def entry_run(kernel, address, layout, shape, shown, patch_mod, report) -> None:
     times = []
     with quieted(2):  # numba prints what a C callback raised: the checked run says it better
         for i in range(n_calls):
-            next_call(ctx, ev, i, shape, kernel)
+            next_call(ctx, ev, i, shape, kernel, inp)
             t0 = time.perf_counter()
             ok = fn(state.ctypes.data, ctx.ctypes.data, inp.ctypes.data, out.ctypes.data, ev.ctypes.data)
             times.append(time.perf_counter() - t0)
@@ -113,17 +118,19 @@ def _start_test_run(kernel: str, layout, shape: RunShape, patch_mod, report) -> 
     """How many calls *kernel*'s test run makes, and fresh buffers; *report* is told the
     run starts (its time limit starts then)."""
     buffers = fresh_buffers(layout, shape)
-    next_call(buffers[1], buffers[4], 0, shape, kernel)  # numba's own helpers compile (or load) now, not
+    next_call(buffers[1], buffers[4], 0, shape, kernel, buffers[2])  # numba's own helpers compile (or load) now, not
     report({"testing": kernel, "line": line_of_def(patch_mod, kernel)})  # within the time limit
-    return (TEST_BLOCKS if kernel == "audio" else TEST_TICKS), buffers
+    return {"audio": TEST_BLOCKS, "midi": TEST_TICKS}.get(kernel, len(TEST_MESSAGES)), buffers
 
 
 def fresh_buffers(layout, shape: RunShape):
-    """Fresh buffers of a call: default state, context, input, output and events."""
+    """Fresh buffers of a call: default state, context, input (an audio block, or room for
+    midi_in()'s message as well), output and events."""
     ctx = abi.new_context(sample_rate=shape.sample_rate, block_frames=shape.block_frames,
                           channels_in=shape.channels_in, channels_out=shape.channels_out,
                           tempo_bpm=shape.tempo_bpm, ppqn=shape.ppqn, channel=shape.channel)
-    return (layout.defaults(), ctx, np.zeros((shape.block_frames, max(shape.channels_in, 1)), np.float32),
+    return (layout.defaults(), ctx, np.zeros((max(shape.block_frames, abi.MIDI_IN_BYTES), max(shape.channels_in, 1)),
+                                              np.float32),
             np.zeros((shape.block_frames, shape.channels_out), np.float32), abi.new_events(shape.channel))
 
 
@@ -131,12 +138,21 @@ def _test_args(kernel: str, shape: RunShape, state, ctx, inp, out, ev) -> tuple:
     """A bounds-checked kernel's arguments (a native entry point gets the raw buffers)."""
     if kernel == "audio":
         return state[0], ctx[0], inp[:, : shape.channels_in], out
+    if kernel == "midi_in":
+        status, data1, data2 = _message(inp)  # (int32, as the entry point passes them)
+        return state[0], ctx[0], status, data1, data2
     return state[0], ctx[0], ev
 
 
-def next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: str) -> None:
-    """Context of call *i*: a block for the audio kernel, a tick for the MIDI kernel."""
-    if kernel == "audio":
+def _message(inp: np.ndarray) -> np.ndarray:
+    """The int32 message a midi_in() entry point reads at the input pointer."""
+    return inp.reshape(-1).view(np.int32)[: abi.MIDI_IN_BYTES]
+
+
+def next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: str, inp: np.ndarray) -> None:
+    """Context of call *i*: a block for the audio kernel, a tick for the MIDI kernel, the
+    frame of message *i* (written to *inp*) for midi_in()."""
+    if kernel == "audio" or kernel == "midi_in":
         frames, frame = shape.block_frames, i * shape.block_frames
         beat = frame / shape.sample_rate * shape.tempo_bpm / 60.0
     else:
@@ -144,6 +160,8 @@ def next_call(ctx: np.ndarray, ev: np.ndarray, i: int, shape: RunShape, kernel: 
         frames, frame, beat = round(per_tick), round(i * per_tick), i / shape.ppqn
     abi.fill_context(ctx, frames, i, frame, beat, shape.tempo_bpm)
     ev[0, abi.EVENT_HEADER_COUNT] = 0
+    if kernel == "midi_in":
+        _message(inp)[:] = TEST_MESSAGES[i % len(TEST_MESSAGES)]
 
 
 def _check_block_time(times: list[float], shape: RunShape, kernel: str, shown, patch_mod, slack: float = 1.0) -> None:

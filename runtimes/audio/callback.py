@@ -42,7 +42,7 @@ import numba
 import numpy as np
 from numba import carray, types
 
-from compiler_bridge.abi import (CTX_DTYPE, EVENT_HEADER_COUNT, acquire_fence, address_of, as_voidptr, call_kernel,
+from compiler_bridge.abi import (CTX_DTYPE, EVENT_HEADER_COUNT, KERNEL_AUDIO, acquire_fence, address_of, as_voidptr, call_kernel,
                                  fill_context, native_function, release_fence)
 
 from ..realtime import controls, handover
@@ -159,7 +159,7 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def _now_ns(s, slots_address):
+def now_ns(s, slots_address):
     """Monotonic time in ns (the clock of ``time.monotonic_ns``)."""
     _call_clock(s.clock_fn, CLOCK_MONOTONIC, slots_address + _TS_OFFSET)
     return s.ts[0] * 1_000_000_000 + s.ts[1]
@@ -219,6 +219,19 @@ def _take_swap(s, address):
     is carried from what plays (not from a kernel that raised or faulted:
     its state may hold what made it fail; the new one starts afresh).
     """
+    return _switch_to(s, address, True)
+
+
+@_jit
+def play_taken(s, address):
+    """Play the record at *address* from this frame, which another engine's hand-over took
+    (its state carried there): the joint JACK callback, whose tick engine takes the swaps.
+    False when no voice is free yet."""
+    return _switch_to(s, address, False)
+
+
+@_jit
+def _switch_to(s, address, take):
     v = _free_voice(s)
     if v < 0:
         return False
@@ -226,7 +239,10 @@ def _take_swap(s, address):
         s.swaps += 1  # a hot swap; the first program of a stream is no swap
     playing = s.playing
     s.fallback = playing if playing != 0 and handover.program(playing).failed == 0 else 0
-    handover.take(s, address)
+    if take:
+        handover.take(s, address)
+    else:
+        s.playing = address
     _start_voice(s, v, address)
     return True
 
@@ -305,6 +321,15 @@ def _frames_to_swap(s, start_ns, address):
 
 
 @_jit
+def take_close(s):
+    """A close request: every voice fades out; the answer comes once none plays (see :func:`render_voices`)."""
+    if s.close_seq != s.close_ack and not s.closing:
+        s.closing = 1
+        s.newest = -1
+        _fade_all_out(s, s.fade_frames)
+
+
+@_jit
 def _take_requests(s, start_ns, frame_count):
     """Answer close, control and swap requests at the callback's start.
 
@@ -313,10 +338,7 @@ def _take_requests(s, start_ns, frame_count):
     Returns the frame where a requested program takes over later in this
     callback (it lands on a beat or bar), or -1, and its record's address.
     """
-    if s.close_seq != s.close_ack and not s.closing:
-        s.closing = 1
-        s.newest = -1
-        _fade_all_out(s, s.fade_frames)
+    take_close(s)
     posted = np.int64(0) if s.closing else handover.posted(s)
     _drain_controls(s, handover.program(posted).tag if posted != 0 else 0)
     if posted == 0:
@@ -359,12 +381,12 @@ def _run_voice(s, slots_address, u, in_address, frames):
     if prog.failed != 0:  # its kernel raised or faulted: silent until the next swap
         return True
     carray(as_voidptr(s.events), 3, np.int32)[EVENT_HEADER_COUNT] = 0
-    t0 = _now_ns(s, slots_address)
+    t0 = now_ns(s, slots_address)
     s.in_kernel = 1
-    ok = call_kernel(prog.kernel, as_voidptr(prog.state), as_voidptr(s.ctx), as_voidptr(in_address),
+    ok = call_kernel(prog.kernels[KERNEL_AUDIO], as_voidptr(prog.state), as_voidptr(s.ctx), as_voidptr(in_address),
                      as_voidptr(buf_address), as_voidptr(s.events))
     s.in_kernel = 0
-    s.kernel_ns += _now_ns(s, slots_address) - t0
+    s.kernel_ns += now_ns(s, slots_address) - t0
     if ok == 0:
         # numba takes the GIL to report an exception: never call this kernel again.
         s.kernel_errors += 1
@@ -372,7 +394,7 @@ def _run_voice(s, slots_address, u, in_address, frames):
         buf[:] = 0.0
         return True
     if u == s.newest:
-        slow = (_now_ns(s, slots_address) - t0) * s.sample_rate > frames * 1e9
+        slow = (now_ns(s, slots_address) - t0) * s.sample_rate > frames * 1e9
         s.slow_run = s.slow_run + 1 if slow else 0
     return not _sanitise(buf, frames * width)
 
@@ -427,9 +449,16 @@ def _meter(s, out, frames):
 @_jit
 def _render(s, slots_address, in_address, out_address, frames, start_ns):
     """Play one block of *frames* (at most ``max_frames``) into the output."""
+    _fill_context(s, frames, start_ns)
+    render_voices(s, slots_address, in_address, out_address, frames)
+
+
+@_jit
+def render_voices(s, slots_address, in_address, out_address, frames):
+    """Play one block of *frames* (at most ``max_frames``) into the output, the context filled:
+    every voice's kernel, the watchdog, the clip and the meters."""
     out = carray(as_voidptr(out_address), frames * s.channels_out, np.float32)
     out[:] = 0.0
-    _fill_context(s, frames, start_ns)
     finite = True
     for u in range(MAX_VOICES):
         if s.v_active[u]:
@@ -473,7 +502,7 @@ def _answer_snapshot(s):
 
 
 @_jit
-def _record_timing(s, start_ns, end_ns, frames, status_flags):
+def record_timing(s, start_ns, end_ns, frames, status_flags):
     """Histogram the callback's duration and count xruns (flags and timing)."""
     duration_ns = end_ns - start_ns
     block_ns = frames * 1e9 / s.sample_rate
@@ -520,9 +549,9 @@ def audio_callback(input_p, output_p, frame_count, time_info_p, status_flags, us
     s = carray(user_p, 1, SLOTS_DTYPE)[0]
     s.entered += 1
     s.thread_id = _call_gettid(s.tid_fn)
-    start_ns = _now_ns(s, slots_address)
+    start_ns = now_ns(s, slots_address)
     _play(s, slots_address, address_of(input_p), address_of(output_p), frame_count, start_ns)
-    _record_timing(s, start_ns, _now_ns(s, slots_address), frame_count, status_flags)
+    record_timing(s, start_ns, now_ns(s, slots_address), frame_count, status_flags)
     return PA_CONTINUE
 
 

@@ -30,7 +30,6 @@ from compiler_bridge.program import Program
 from ..base import BaseRuntime, carried_to, offer, require_kernel, wait_until
 from ..midi.jack import playback_latency_frames
 from ..realtime.controls import ControlRing
-from ..realtime.handover import Offer
 from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine
 from .portaudio import (JACK_HOSTAPI, PORTAUDIO, Stream, StreamConfig, askable, buffer_frames, resolve_stream, sees,
@@ -158,8 +157,7 @@ class AudioRuntime(BaseRuntime):
         if self._engine is None and self.start_at_beat is not None:
             engine.start_on_beat(self.start_at_beat)
         program, state = self._held if self._engine is None else self._engine.playing()
-        seq = engine.request_swap(Offer(program, program.kernels["audio"], np.array(state, copy=True),
-                                        program.layout))  # (at once: it goes on where it was)
+        seq = engine.request_swap(offer(program, np.array(state, copy=True), at_once=True))  # (it goes on where it was)
         return engine, seq
 
     def _load(self, program: Program) -> None:
@@ -181,7 +179,7 @@ class AudioRuntime(BaseRuntime):
         (on its beat or bar) has seen it there and takes it at that frame, without anyone waiting."""
         engine = self._engine
         self._publish_transport(engine)
-        offered = offer(program, "audio")
+        offered = offer(program)
         seq = engine.request_swap(offered)
         if not self._answered(self._stream, lambda: engine.handover.answered(seq, offered.every_beats)):
             raise RuntimeInitError("audio: the stream stopped calling back; could not swap programs "

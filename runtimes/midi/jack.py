@@ -27,7 +27,6 @@ from numba import carray, types
 from compiler_bridge.errors import DeviceError
 
 from ..base import wait_until
-from ..ticks import cycle
 from ..ticks.engine import TickEngine
 from ..ticks.slots import WANT_IDLE, WANT_RUN
 
@@ -201,6 +200,7 @@ class JackPath:
         self.ports: dict[str, str] = {}
         self.reconnects = 0
         self._seen: set[str] = set()  # destinations connected at least once
+        self.audio_ports: dict[str, list[int]] = {}  # the joint engine's, by direction
         self.engine: TickEngine | None = None
 
     def _register(self, short_name: str, flags: int) -> int:
@@ -208,6 +208,26 @@ class JackPath:
         if not port:
             raise DeviceError(f"cannot register JACK MIDI port {short_name!r}")
         return port
+
+    def _register_audio(self, short_name: str, output: bool) -> int:
+        flags = _JACK_PORT_IS_OUTPUT if output else _JACK_PORT_IS_INPUT
+        port = self.lib.jack_port_register(self.client, short_name.encode(), AUDIO_TYPE, flags, 0)
+        if not port:
+            raise DeviceError(f"cannot register JACK audio port {short_name!r}")
+        self.ports[short_name] = self.lib.jack_port_name(port).decode()
+        return port
+
+    def _connect_audio(self) -> None:
+        """Audio outputs to the server's physical playback ports in order, physical capture ports to
+        the inputs (``connect_audio``, as PortAudio's JACK client does); a port already connected stays."""
+        if not self.settings.get("connect_audio", True):
+            return
+        for direction, flags in (("out", _JACK_PORT_IS_INPUT), ("in", _JACK_PORT_IS_OUTPUT)):
+            physical = port_names(self.client, None, AUDIO_TYPE, flags | _JACK_PORT_IS_PHYSICAL)
+            own = [self.lib.jack_port_name(p).decode() for p in self.audio_ports.get(direction, [])]
+            for mine, theirs in zip(own, physical):
+                source, destination = (mine, theirs) if direction == "out" else (theirs, mine)
+                self.lib.jack_connect(self.client, source.encode(), destination.encode())
 
     def _others(self, flags: int) -> list[str]:
         """MIDI ports of other clients with *flags*: inputs are where ``connect_to`` may point,
@@ -258,10 +278,13 @@ class JackPath:
         if target and require_destination and not [d for d in self._destinations() if target in d]:
             raise DeviceError(f"no MIDI output port matches {target!r} "
                                    f"(available: {', '.join(self._destinations()) or 'none'})")
-        if self.lib.jack_set_process_callback(self.client, cycle.process.address, engine.address) != 0:
+        self.audio_ports = engine.attach(self._register_audio)
+        callback, arg = engine.callback
+        if self.lib.jack_set_process_callback(self.client, callback, arg) != 0:
             raise DeviceError("jack_set_process_callback failed")
         if self.lib.jack_activate(self.client) != 0:
             raise DeviceError("jack_activate failed")
+        self._connect_audio()
         self.check_ports()
 
     def start(self, *, resume: bool = False) -> None:

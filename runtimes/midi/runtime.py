@@ -63,6 +63,7 @@ class MidiRuntime(BaseRuntime):
     """
 
     id = "midi"
+    engine_class = TickEngine
 
     def __init__(self, settings: dict[str, Any], **kwargs) -> None:
         super().__init__(settings, **kwargs)
@@ -122,8 +123,11 @@ class MidiRuntime(BaseRuntime):
             raise DeviceError("no JACK server")
         return RtmidiPath(self.settings)
 
-    def _open(self, program: Program, state: np.ndarray) -> None:
+    def _require(self, program: Program) -> None:
         require_kernel(program, "midi")
+
+    def _open(self, program: Program, state: np.ndarray) -> None:
+        self._require(program)
         tempo = self._tempo_for(program)
         if tempo != self.transport.tempo_bpm and self._link is None:  # (a Link session has its own)
             self.transport.set_tempo(tempo)
@@ -131,7 +135,7 @@ class MidiRuntime(BaseRuntime):
         try:
             self._connect()
         except DeviceError:
-            if self.settings["backend"] == "alsa" or jack_server_running():
+            if self.settings.get("backend") == "alsa" or jack_server_running():
                 raise  # a setting to fix, not a server to wait for
             self._recovery.lose("JACK", "no JACK server")
         _OPEN.add(self)
@@ -180,17 +184,17 @@ class MidiRuntime(BaseRuntime):
 
     def _new_engine(self, sample_rate: float) -> TickEngine:
         """An engine for *sample_rate*; one that played on another server's rate hands on all it had."""
-        engine = TickEngine(self.settings, sample_rate, self.transport.tempo_bpm)
+        engine = self.engine_class(self.settings, sample_rate, self.transport.tempo_bpm)
         old = self.engine
         if old is None:
             program, state = self._held
-            engine.first(offer(program, "midi", state))
+            engine.first(offer(program, state))
             engine.slots["panic"] = int(self.panic_on_start)
             return engine
         program, state = old.playing()
-        engine.first(offer(program, "midi", state))
+        engine.first(offer(program, state))
         if program is not self.program:  # a swap that had not played yet
-            engine.request(offer(self.program, "midi"))
+            engine.request(offer(self.program))
         for name in ("ticks", "next_tick", "channels_used", "notes_on", "swaps", "run_want"):
             engine.slots[name] = old.slots[name]
         engine.notes[:] = old.notes
@@ -274,7 +278,7 @@ class MidiRuntime(BaseRuntime):
         return 60.0 / (self.transport.tempo_bpm * self.settings["ppqn"])
 
     def _load(self, program: Program) -> None:
-        require_kernel(program, "midi")
+        self._require(program)
         self._notice_loss()  # (before the watch thread saw it)
         if self.settings["tempo_bpm"] is None and program.tempo_bpm != self.transport.tempo_bpm and self._link is None:
             self.set_tempo(program.tempo_bpm)
@@ -282,8 +286,8 @@ class MidiRuntime(BaseRuntime):
             old_program, old_state = self._held
             self._held = (program, program.layout.carry(old_program.layout, old_state))
         elif self.path is None or self._start_by is not None:
-            self.engine.request(offer(program, "midi"))  # taken at the first tick on the new server
-        elif not self.engine.swap(offer(program, "midi"), timeout_s=2 * self._tick_s() + 0.5):
+            self.engine.request(offer(program))  # taken at the first tick on the new server
+        elif not self.engine.swap(offer(program), timeout_s=2 * self._tick_s() + 0.5):
             # (a swap on the beat or bar is seen at the next tick and taken there: nobody waits for it)
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
         if self._recovery.waiting:

@@ -1,7 +1,7 @@
 """Handing programs to a native callback: written once, for every engine.
 
 A program reaches the real-time side as one immutable record of
-:data:`PROGRAM_DTYPE` (its kernel's address, its state's address and size,
+:data:`PROGRAM_DTYPE` (its kernels' addresses, its state's address and size,
 its layout tag, and copy tables to carry state from each program that may be
 playing when it is taken). Python publishes a request by storing the
 record's address in ``swap_post``, one 8-byte store after the record is
@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import carray
 
-from compiler_bridge.abi import acquire_fence, as_voidptr, carry_state, prefault, release_fence
+from compiler_bridge.abi import KERNEL_NAMES, acquire_fence, as_voidptr, carry_state, prefault, release_fence
 from compiler_bridge.state import StateLayout
 
 CARRY_SOURCES = 3  # tables per record: the program playing, the request it replaces, a fallback
@@ -41,7 +41,7 @@ CARRY_SOURCES = 3  # tables per record: the program playing, the request it repl
 PROGRAM_DTYPE = np.dtype(
     [
         ("seq", "i8"),  # the request's number (1, 2, ...), set as it is posted
-        ("kernel", "i8"),  # native entry address; 0: the program has no kernel for this engine
+        ("kernels", "i8", (len(KERNEL_NAMES),)),  # native entry addresses by abi.KERNEL_NAMES index; 0: none
         ("state", "i8"), ("state_bytes", "i8"), ("tag", "i8"),  # its state record and layout tag
         ("every_beats", "f8"),  # it takes over on the transport's next multiple of this many beats; 0: at once
         ("controls", "i8"),  # an engine's own table (the tick engine's MIDI input map), swapped by pointer
@@ -140,14 +140,14 @@ def take(sl, address):
 
 @dataclass(frozen=True)
 class Offer:
-    """What an engine is handed: a kernel's address, a state and its layout, when to take over.
+    """What an engine is handed: its kernels' addresses, a state and its layout, when to take over.
 
     *owner* is what the runtime gets back (its ``Program``); the engine reads
     only addresses and layout tags.
     """
 
     owner: Any
-    kernel: int
+    kernels: tuple[int, ...]  # entry addresses by abi.KERNEL_NAMES index (0: none); each engine calls its own
     state: np.ndarray
     layout: StateLayout
     every_beats: float = 0.0
@@ -169,7 +169,7 @@ class ProgramRecord:
         self.tables: dict[str, np.ndarray] = {}  # the table each engine field points to now
         prefault(self.state)
         r = self.record
-        r["kernel"], r["every_beats"] = offer.kernel, offer.every_beats
+        r["kernels"][0, : len(offer.kernels)], r["every_beats"] = offer.kernels, offer.every_beats
         r["state"], r["state_bytes"], r["tag"] = self.state.ctypes.data, self.state.nbytes, layout.tag
         for k, source in enumerate(list(dict.fromkeys(sources))[:CARRY_SOURCES]):
             table = np.ascontiguousarray(layout.carry_table(source.layout), np.int64).reshape(-1, 3)

@@ -31,7 +31,7 @@ JUMP_S = 0.5
 
 
 @jit
-def _cycle_start(sl, cycle_u32, nframes):
+def cycle_start(sl, cycle_u32, nframes):
     """This cycle's first frame on the engine's count: JACK's frame time *cycle_u32* unwrapped
     (jack_nframes_t wraps after about 24 h at 48 kHz), a jump of it carried over (see JUMP_S)."""
     step = (cycle_u32 - sl.last_cycle) & 0xFFFFFFFF  # frames since the last cycle began
@@ -56,20 +56,25 @@ def _cycle_start(sl, cycle_u32, nframes):
 
 
 
+TICKS_NONE, TICKS_PLAY, TICKS_FOLLOWED = 0, 1, 2  # what begin_cycle() leaves to its caller
+
+
 @jit
-def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
-    """Play every tick due in this cycle of *nframes* frames starting at JACK frame *cycle_u32*."""
-    start = _cycle_start(sl, cycle_u32, nframes)
+def begin_cycle(sl, out_buffer, in_buffer, start, nframes):
+    """Move the run state, start, anchor on a Link timeline, follow an outside clock: all a
+    cycle does before its ticks. Returns TICKS_PLAY when the caller plays this cycle's ticks
+    on the schedule, TICKS_FOLLOWED when an outside clock's were played here (and the input
+    read), TICKS_NONE when no tick plays."""
     sl.cycles += 1
     state = follow_want(sl)
     if state == STOPPING:
         finish_step(sl, out_buffer)
-        return
+        return TICKS_NONE
     if state != STARTING and state != RUNNING:
-        return
+        return TICKS_NONE
     if sl.link != 0 and sl.follow == 0:
         if not link_anchor(sl, start, state == STARTING or sl.link_on == 0):
-            return  # no timeline yet: the first tick waits for it
+            return TICKS_NONE  # no timeline yet: the first tick waits for it
         sl.link_on = 1
         sl.run_state = state = RUNNING
     if state == STARTING:
@@ -81,19 +86,36 @@ def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
             sl.next_tick, sl.ext = 0, EXT_STOPPED
     if sl.follow != 0:
         follow_cycle(sl, out_buffer, in_buffer, start, nframes)
-        return
+        return TICKS_FOLLOWED
     if sl.link == 0:
         retempo(sl)
+    return TICKS_PLAY
+
+
+@jit
+def next_due(sl, start, end):
+    """The next tick's frame offset in the cycle [*start*, *end*) (-1: none due in it), its due
+    frame, how late it is written (frames) and its unrounded frame."""
+    ideal = frame_of_tick(sl, sl.next_tick)
+    due = np.int64(np.floor(ideal + 0.5))
+    if due >= end:
+        return np.int64(-1), due, np.int64(0), ideal
+    late = max(start - due, 0)
+    return due + late - start, due, late, ideal
+
+
+@jit
+def run_cycle(sl, out_buffer, in_buffer, cycle_u32, nframes):
+    """Play every tick due in this cycle of *nframes* frames starting at JACK frame *cycle_u32*."""
+    start = cycle_start(sl, cycle_u32, nframes)
+    if begin_cycle(sl, out_buffer, in_buffer, start, nframes) != TICKS_PLAY:
+        return
     count = jack_midi_get_event_count(sl.fn_event_count, in_buffer) if in_buffer != 0 else 0
     index = 0
-    end = start + nframes
     while True:
-        ideal = frame_of_tick(sl, sl.next_tick)
-        due = np.int64(np.floor(ideal + 0.5))
-        if due >= end:
+        offset, due, late, ideal = next_due(sl, start, start + nframes)
+        if offset < 0:
             break
-        late = max(start - due, 0)
-        offset = due + late - start
         index = read_input(sl, in_buffer, index, count, offset)
         tick_step(sl, out_buffer, offset, due, late, ideal)
     read_input(sl, in_buffer, index, count, nframes)

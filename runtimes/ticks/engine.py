@@ -74,6 +74,15 @@ class TickEngine:
     def address(self) -> int:
         return self.slots.ctypes.data
 
+    @property
+    def callback(self) -> tuple[int, int]:
+        """The JACK process callback that plays this engine, and its argument."""
+        return cycle.process.address, self.address
+
+    def attach(self, register) -> dict[str, list[int]]:
+        """Ports beside the MIDI ones (none here; see :class:`runtimes.joint.engine.JointEngine`)."""
+        return {}
+
     def get(self, name: str):
         return self.slots[name][0]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import carray
 
-from compiler_bridge.abi import (CTX_DTYPE, EVENT_CAPACITY, EVENT_HEADER_CHANNEL, EVENT_HEADER_COUNT,
+from compiler_bridge.abi import (CTX_DTYPE, EVENT_CAPACITY, KERNEL_MIDI, EVENT_HEADER_CHANNEL, EVENT_HEADER_COUNT,
                                  acquire_fence, as_voidptr, call_kernel, fill_context, frames_per_tick)
 
 from ..realtime import controls, handover
@@ -41,7 +41,14 @@ def drain_controls(sl, stop_tag):
 
 
 @jit
-def _swap_if_posted(sl, out_buffer, offset):
+def swap_at_once(sl, out_buffer, offset):
+    """Take a requested program now, whatever beat or bar it asked for: no tick plays (the
+    clock has not started, or waits for its leader), so none would ever take it."""
+    _swap_if_posted(sl, out_buffer, offset, True)
+
+
+@jit
+def _swap_if_posted(sl, out_buffer, offset, at_once):
     """Take a requested program (on the beat or bar it asked for), state carried.
 
     Writes queued for the old state are applied first (then carried), writes
@@ -56,7 +63,7 @@ def _swap_if_posted(sl, out_buffer, offset):
     new = handover.program(posted)
     drain_controls(sl, new.tag)
     every = np.int64(np.floor(new.every_beats * sl.ppqn + 0.5))
-    if sl.playing != 0 and every > 1:  # a swap on the beat or bar: the first tick at or after it
+    if sl.playing != 0 and every > 1 and not at_once:  # a swap on the beat or bar: the first tick at or after it
         at = sl.beat_origin * sl.ppqn + sl.next_tick  # the transport's position in ticks
         if np.floor(at / every) == np.floor((at - 1.0) / every):
             return
@@ -72,7 +79,8 @@ def _run_kernel(sl, out_buffer, offset, tick, due_frame):
     if sl.playing == 0:
         return
     prog = handover.program(sl.playing)
-    if prog.kernel == 0 or prog.failed != 0:
+    kernel = prog.kernels[KERNEL_MIDI]
+    if kernel == 0 or prog.failed != 0:
         return
     ctx = carray(as_voidptr(sl.ctx), 1, CTX_DTYPE)
     fill_context(ctx, np.int64(sl.frames_per_tick + 0.5), tick, due_frame, sl.beat_origin + tick / sl.ppqn,
@@ -82,7 +90,7 @@ def _run_kernel(sl, out_buffer, offset, tick, due_frame):
     ev[0, EVENT_HEADER_COUNT] = 0
     ev[0, EVENT_HEADER_CHANNEL] = sl.channel
     sl.in_kernel = 1
-    ok = call_kernel(prog.kernel, as_voidptr(prog.state), as_voidptr(sl.ctx), as_voidptr(0), as_voidptr(0),
+    ok = call_kernel(kernel, as_voidptr(prog.state), as_voidptr(sl.ctx), as_voidptr(0), as_voidptr(0),
                      as_voidptr(sl.events))
     sl.in_kernel = 0
     if ok == 0:
@@ -107,7 +115,7 @@ def tick_step(sl, out_buffer, offset, due_frame, late_frames, ideal_frame):
     if sl.release_seq != sl.release_ack:
         sl.release_ack = sl.release_seq
         release_notes(sl, out_buffer, offset)
-    _swap_if_posted(sl, out_buffer, offset)
+    _swap_if_posted(sl, out_buffer, offset, False)
     if sl.ticks == 0 and sl.panic != 0:
         for ch in range(16):
             write(sl, out_buffer, offset, 0xB0 | ch, 123, 0)
