@@ -42,7 +42,7 @@ def _serve(name: str, sink_clock: bool) -> None:
     recorded: list[tuple[int, list[int]]] = []
     xruns: list[int] = []  # JACK's frame time when each of the server's xrun notices arrived
     to_send: queue.SimpleQueue = queue.SimpleQueue()
-    plan = {"events": [], "next": 0, "base": None, "late": 0}
+    plan = {"events": [], "next": 0, "base": None, "late": 0, "full": 0}
     # On PipeWire a client with MIDI ports only is driven apart from the sink's driver, on a frame
     # clock of its own: with *sink_clock*, a silent audio output into the sink puts it on the sink's,
     # so that its frames and an audio capture's can be compared (on jackd there is one frame clock).
@@ -70,7 +70,10 @@ def _serve(name: str, sink_clock: bool) -> None:
             offset = plan["base"] + events[plan["next"]][0] - start
             if offset < 0:
                 plan["late"] += 1
-            outport.write_midi_event(max(offset, 0), bytes(events[plan["next"]][1]))
+            try:
+                outport.write_midi_event(max(offset, 0), bytes(events[plan["next"]][1]))
+            except jack.JackError:  # the port's buffer is full (a burst): counted, not sent
+                plan["full"] += 1
             plan["next"] += 1
 
     import ctypes
@@ -117,7 +120,7 @@ def _serve(name: str, sink_clock: bool) -> None:
             print("ok", flush=True)
         client.deactivate()
     print(json.dumps(recorded), flush=True)
-    print(json.dumps({"xruns": xruns, "late": plan["late"]}), flush=True)
+    print(json.dumps({"xruns": xruns, "late": plan["late"], "full": plan["full"]}), flush=True)
 
 
 class Capture:
@@ -151,6 +154,7 @@ class Capture:
         self.xruns: int | None = None  # the server's xruns while it listened, known once stopped
         self.xrun_frames: list[int] | None = None  # the frame time at which each xrun's notice arrived
         self.late: int | None = None  # scheduled bytes written after their frame, known once stopped
+        self.full: int | None = None  # scheduled messages the output buffer had no room for
 
     def _command(self, line: str) -> None:
         self.proc.stdin.write(line + "\n")
@@ -203,7 +207,7 @@ class Capture:
             self.proc.stdin.close()
             self.events = [(f, d) for f, d in json.loads(self.proc.stdout.readline())]
             report = json.loads(self.proc.stdout.readline())
-            self.xrun_frames, self.late = report["xruns"], report["late"]
+            self.xrun_frames, self.late, self.full = report["xruns"], report["late"], report["full"]
             self.xruns = len(self.xrun_frames)
             self.proc.stdout.close()
             self.proc.wait(10)
