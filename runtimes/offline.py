@@ -106,7 +106,8 @@ class OfflineRuntime(BaseRuntime):
     """Registry id ``offline``: renders once when started (and on each swap).
 
     ``output`` defaults to ``render.wav`` (or ``render.mid`` for a patch with
-    only a MIDI kernel) in the project folder.
+    only a MIDI kernel) in the project folder; a patch with both kernels (a
+    ``jack`` project) renders both, the MIDI file beside the WAV.
     """
 
     id = "offline"
@@ -116,16 +117,21 @@ class OfflineRuntime(BaseRuntime):
         self.renders = 0
         self.last_output: Path | None = None
 
-    def _output(self, program: Program) -> Path:
-        if self.settings.get("output"):
-            return program.project_dir / self.settings["output"]
-        return program.project_dir / ("render.wav" if program.has("audio") else "render.mid")
+    def _outputs(self, program: Program) -> list[Path]:
+        """Where to render: ``output`` (default ``render.wav``, or ``render.mid`` for a patch with only
+        a MIDI kernel); a patch with both kernels gets both files, the MIDI one beside the WAV."""
+        path = program.project_dir / (self.settings.get("output") or
+                                      ("render.wav" if program.has("audio") else "render.mid"))
+        if program.has("audio") and program.has("midi") and path.suffix.lower() not in (".mid", ".midi"):
+            return [path, path.with_suffix(".mid")]
+        return [path]
 
     def _render(self, program: Program) -> None:
-        self.last_output = render(program, self._output(program), self.settings["seconds"], self.settings,
-                                  self.transport.tempo_bpm)
+        for path in self._outputs(program):
+            self.last_output = render(program, path, self.settings["seconds"], self.settings,
+                                      self.transport.tempo_bpm)
+            log.info("Rendered %.3f s to %s", self.settings["seconds"], path)
         self.renders += 1
-        log.info("Rendered %.3f s to %s", self.settings["seconds"], self.last_output)
 
     def _open(self, program: Program, state: np.ndarray) -> None:
         self._render(program)

@@ -458,3 +458,20 @@ def test_a_form_feed_does_not_shift_the_defaults_left_out_of_a_build():
     # Python counts "\f\n" as one line (str.splitlines as two): the values blanked out are the defaults
     source = "import math\n\x0c\nclass State:\n    y = 5  # steps\n    x = 1.0\n"
     assert code_text(source) == "import math\n\x0c\nclass State:\n    y = ...  # steps\n    x = ...\n"
+
+
+def test_midi_in_is_test_run_with_a_keyboard_s_messages_and_a_raise_in_it_names_its_line(project):
+    sine = project("sine")
+    patch = sine / "patch.py"
+    source = patch.read_text().rstrip("\n") + "\n\n\n"
+    handler = "def midi_in(s, ctx, status, data1, data2):\n    if status & 0xF0 == 0x80 and data1 == 127:\n"
+    patch.write_text(source + handler + "        raise ValueError('the top key')\n")
+    with pytest.raises(PatchError) as raised:
+        compile_project(sine)
+    assert raised.value.line == source.count("\n") + 3 and "midi_in() raised" in raised.value.message
+    patch.write_text(source + handler + "        s.freq_hz = 880.0\n")
+    assert compile_project(sine)["kernels"] == ["audio", "midi_in"]
+    patch.write_text("class State:\n    x = 0\n\n\n" + handler + "        s.x = 1\n")
+    with pytest.raises(PatchError) as alone:
+        compile_project(sine)
+    assert "beside midi_in" in alone.value.message

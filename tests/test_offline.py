@@ -80,7 +80,7 @@ def test_cli_render_writes_both_kinds(project, tmp_path):
     assert len(mido.MidiFile(tmp_path / "out.mid").tracks[0]) > 10
 
 
-@pytest.mark.parametrize("name", ["sine", "sequencer", "switch", "fm", "input_effect"])
+@pytest.mark.parametrize("name", ["sine", "sequencer", "switch", "fm", "input_effect", "keys"])
 def test_every_example_compiles_and_renders(project, tmp_path, name):
     compiled = compile_project(project(name))
     program = Program.from_compiled(compiled)
@@ -91,12 +91,27 @@ def test_every_example_compiles_and_renders(project, tmp_path, name):
             if kernel == "audio":
                 data, rate = sf.read(out, dtype="float32")
                 assert rate == 48000 and data.shape == (48000, 2)
-                assert (np.abs(data).max() > 0.0) == (name != "input_effect")  # offline, an effect hears silence
+                # offline, an effect hears silence and nobody plays the keys
+                assert (np.abs(data).max() > 0.0) == (name not in ("input_effect", "keys"))
             else:
                 track = mido.MidiFile(out).tracks[0]
                 assert sum(m.time for m in track) == round(program.tempo_bpm / 60 * 24)  # one second of ticks
-                assert any(m.type == "note_on" for m in track) and stuck_notes(m.bytes() for m in track
+                assert any(m.type == "note_on" for m in track) == (name != "keys") and stuck_notes(m.bytes() for m in track
                                                                                if not m.is_meta) == set()
+
+
+def test_an_offline_render_of_a_project_with_both_kernels_writes_both_files(project):
+    from compiler_bridge.settings import SCHEMAS
+    from runtimes.offline import OfflineRuntime
+
+    program = Program.from_compiled(compile_project(project("switch")))
+    rt = OfflineRuntime(SCHEMAS["offline"].resolve({"seconds": 1.0}))
+    rt.start(program, program.new_state())
+    rt.close()
+    data, rate = sf.read(program.project_dir / "render.wav", dtype="float32")
+    assert data.shape == (48000, 2) and np.abs(data).max() > 0.0
+    track = mido.MidiFile(program.project_dir / "render.mid").tracks[0]
+    assert any(m.type == "note_on" for m in track) and not stuck_notes(m.bytes() for m in track if not m.is_meta)
 
 
 def test_midi_kernels_see_frames_per_tick_and_the_tick_frame(tmp_path):
