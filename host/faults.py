@@ -25,6 +25,8 @@ FAULT_COUNTERS = (("nan_blocks", "blocks with NaN/inf output (played as silence)
                   ("clipped_samples", "samples clipped at full scale"),
                   ("late_ticks", "MIDI ticks written late"),
                   ("kernel_errors", "kernel exceptions (the kernel is muted until the next save)"),
+                  ("in_overflow", "MIDI input events over max_events_in in their cycle (not played)"),
+                  ("in_bad", "MIDI input events with no status byte, SysEx or over 3 bytes (skipped)"),
                   ("carry_misses", "swaps whose state could not be carried (the new program started from its "
                                    "defaults)"))
 

@@ -13,7 +13,7 @@ from typing import Any
 _SHOWN = (("load", "load {:.1%}"), ("xruns", "xruns {}"), ("blocks", "blocks {}"), ("ticks", "ticks {}"),
           ("late_ticks", "late {}"), ("jitter_p99_us", "jitter p99 {:.0f} us"), ("notes_on", "notes {}"),
           ("nan_blocks", "nan {}"), ("clipped_samples", "clipped {}"), ("swaps", "swaps {}"),
-          ("renders", "renders {}"))
+          ("renders", "renders {}"), ("in_overflow", "in over {}"), ("in_bad", "in bad {}"))
 _BAR = " ▁▂▃▄▅▆▇█"
 _RED, _YELLOW, _GREEN, _DIM, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[2m", "\x1b[0m"
 
@@ -50,7 +50,7 @@ def status_line(status: dict[str, Any], rich: bool = False, width: int | None = 
     for key, fmt in _SHOWN:
         if key in stats:
             text = fmt.format(stats[key])
-            bad = key in ("xruns", "late_ticks", "nan_blocks", "clipped_samples") and stats[key]
+            bad = key in ("xruns", "late_ticks", "nan_blocks", "clipped_samples", "in_overflow", "in_bad") and stats[key]
             parts.append((_KEEP_COUNTER, _paint(text, _YELLOW, rich) if bad else text))
     parts.append((_KEEP_COMPILE, _compile_part(status, rich)))
     return _fit([text for _, text in parts], [keep for keep, _ in parts], width)

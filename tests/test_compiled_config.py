@@ -72,7 +72,7 @@ BAD = [
     (edited(abi_version=True), "abi_version is bool, expected int"),  # True == ABI 1: only the type check sees it
     (edited(config=[]), "config is list, expected dict"),
     (edited(config_tempo_bpm="fast"), "config.tempo_bpm is str, expected int or float"),
-    (edited(kernels=["audio", "video"]), "unknown kernels ['video'] (known: audio, midi)"),
+    (edited(kernels=["audio", "video"]), "unknown kernels ['video'] (known: audio, midi, midi_in)"),
     (edited(state=[{"name": "step"}]), "every state field needs default, dtype, name, shape"),
     (edited(natives={}), "natives.midi is missing"),
     (edited(natives={"midi": {"object": "x.o", "symbol": "s"}}), "missing keys: natives.midi.sha256"),

@@ -19,6 +19,7 @@ from compiler_bridge.compile import compile_project
 from compiler_bridge.program import Program
 from compiler_bridge.settings import SCHEMAS
 from helpers import ON_PIPEWIRE, CaptureProcess, stuck_notes, stuck_notes_clear_of, wait_for
+from host.status import status_line
 from jack_midi_capture import Capture
 from runtimes.joint import JackRuntime
 from runtimes.midi import MidiRuntime
@@ -146,6 +147,8 @@ def test_bad_input_is_counted_and_the_synth_plays_on(keys, tmp_path):
     in_burst = delivered - 2  # (the note after the burst comes in a later cycle)
     assert stats["in_overflow"] == max(in_burst - 64, 0) > 0  # 64 reach midi_in() in the burst's cycle
     assert stats["in_handled"] == min(in_burst, 64) - 2 + 2
+    line = status_line({"runtime": "jack", "stats": stats})
+    assert f"in over {stats['in_overflow']}" in line and "in bad 2" in line  # what the performer sees
     assert stats["kernel_errors"] == 0
     t = _take_index(report, base + 24000)
     assert x[t - 1] == 0.0 or np.abs(x[t - 200: t]).max() > 0.0  # (a voice of the burst may still sound)

@@ -28,7 +28,7 @@ def _host_child(supervisor: subprocess.Popen) -> int | None:
         for pid in open(f"/proc/{supervisor.pid}/task/{task}/children").read().split():
             try:
                 cmdline = open(f"/proc/{pid}/cmdline").read()
-            except FileNotFoundError:  # a child that ended between the two reads (a restarted host)
+            except (FileNotFoundError, ProcessLookupError):  # a child that ended between the two reads (a restarted host)
                 continue
             if "--supervised" in cmdline:
                 return int(pid)
