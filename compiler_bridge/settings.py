@@ -127,11 +127,11 @@ def field_map(v) -> str | None:
 AUDIO = RuntimeSchema(
     "audio",
     defaults={"device": None, "sample_rate": None, "block_frames": None, "channels_out": 2,
-              "channels_in": 0, "latency": "low", "crossfade_ms": 10.0},
+              "channels_in": 0, "latency": "low", "crossfade_ms": 10.0, "midi_input": None},
     checks={"device": device, "sample_rate": integer(8000, 384000, optional=True),
             "block_frames": integer(16, 4096, optional=True, power_of_two=True),
             "channels_out": integer(1, 64), "channels_in": integer(0, 64), "latency": latency,
-            "crossfade_ms": number(0.0, 1000.0)},
+            "crossfade_ms": number(0.0, 1000.0), "midi_input": text()},
     live_keys=frozenset({"crossfade_ms"}),
 )
 

@@ -188,3 +188,50 @@ def test_a_switch_jack_midi_jack_mid_note_carries_the_held_keys_and_leaves_no_no
     assert arpeggio == [72, 76]  # the held keys an octave up, on all three runtimes
     assert not stuck_notes(notes)
     assert peak_held > -40.0  # the carried keys sounded on the synth
+
+
+def test_on_portaudio_midi_input_plays_a_block_after_it_arrived_and_never_before(keys, tmp_path):
+    """The ``audio`` runtime with ``midi_input``: rtmidi's port takes the notes, the callback
+    plays each one block after its arrival, at its offset. Every note sounds, none before
+    its key was pressed, and each ends after its release."""
+    from helpers import our_ports
+    from runtimes.audio import AudioRuntime
+
+    rng = random.Random(5)
+    spacing, held = 12000, 2400
+    ons = [k * spacing + rng.randrange(0, 1024) for k in range(10)]
+    plan = []
+    for k, on in enumerate(ons):
+        plan += [[on, [0x90, 50 + k, 100]], [on + held, [0x80, 50 + k, 0]]]
+    with Capture("keysrc") as midi:
+        cap = CaptureProcess(1, tmp_path)
+        rt = AudioRuntime(SCHEMAS["audio"].resolve({"midi_input": "keysrc", "channels_out": 1}))
+        try:
+            rt.start(keys, keys.new_state())
+            cap.connect(our_ports(cap, "out")[0], cap.info["inputs"][0])
+            wait_for(lambda: rt.stats()["blocks"] > 20)
+            cap.start()
+            base = midi.schedule(plan)
+            last = base + plan[-1][0]
+            wait_for(lambda: midi.clock()[0] > last + 0.3 * 48000)
+            x, report = cap.stop()
+            stats = rt.stats()
+        finally:
+            rt.close()
+            cap.close()
+        midi.stop()
+    block = cap.info["block_frames"]
+    delays = []
+    for on in ons:
+        t = _take_index(report, base + on)
+        assert np.all(x[t - 2000: t] == 0.0), f"the note at {on} sounded before its key"
+        after = np.flatnonzero(x[t: t + spacing // 2] != 0.0)
+        delays.append(int(after[0]) if after.size else None)
+    print(f"key to sound (frames, a {block}-frame block): {delays}; late: {stats['in_late']}, "
+          f"server xruns: {midi.xruns + report['xruns']}")
+    assert None not in delays
+    assert stats["in_events"] == stats["in_handled"] == len(plan) and stats["handler_errors"] == 0
+    release = int(RELEASE_S * 48000)
+    for on, delay in zip(ons, delays):
+        off = _take_index(report, base + on) + held + delay  # (the NoteOff's own delay may be a block longer)
+        assert np.all(x[off + release + block + 1: off + release + block + 2000] == 0.0)

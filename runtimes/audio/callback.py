@@ -46,6 +46,7 @@ from compiler_bridge.abi import (CTX_DTYPE, EVENT_HEADER_COUNT, KERNEL_AUDIO, ac
                                  fill_context, native_function, release_fence)
 
 from ..realtime import controls, handover
+from . import keys
 
 MAX_VOICES = 4  # the playing program plus up to three fading out
 MAX_BLOCK_FRAMES = 4096  # scratch size; longer host buffers are rendered in chunks
@@ -86,6 +87,8 @@ SLOTS_DTYPE = np.dtype(
         ("start_gate", "i8"),  # for the frame of this transport beat
         ("close_seq", "i8"),
         ("snap_post", "i8"),  # address of a SNAP_DTYPE record: copy the playing state there
+        ("keys", "i8", (3,)),  # MIDI input ring (.keys; header, records, capacity addresses); 0: no input
+        ("msg", "i8"),  # address: int32[3], the message midi_in() reads
         # --- the program hand-over (runtimes.realtime.handover) and answers (the callback writes) ---
         *handover.SLOT_FIELDS,
         ("fallback", "i8"),  # the record that played before the newest: the watchdog goes back to it
@@ -111,6 +114,9 @@ SLOTS_DTYPE = np.dtype(
         ("xruns_flagged", "i8"),  # PortAudio status flags said so
         ("xruns_late", "i8"),  # callback overran its block or started > 2 blocks late
         ("overruns", "i8"),  # callback took longer than its block: our own fault, not the graph's
+        ("in_events", "i8"), ("in_handled", "i8"),  # MIDI input read, and handed to midi_in()
+        ("in_late", "i8"),  # ... that came too late for its frame: played at the block's start
+        ("handler_errors", "i8"),  # midi_in() raised
         # --- the watchdog (the callback writes) ---
         ("bad_run", "i8"),  # blocks in a row the newest program wrote NaN/inf
         ("slow_run", "i8"),  # blocks in a row its kernel took longer than the block
@@ -530,6 +536,12 @@ def _play(s, slots_address, in_address, out_address, frame_count, start_ns):
     done = np.int64(0)
     while done < frame_count:
         end = split if done < split else frame_count
+        key = keys.next_input_at(s, start_ns, frame_count)
+        while key <= done:  # MIDI input due here: midi_in() runs before this frame plays
+            _fill_context(s, frame_count - done, start_ns + np.int64(done * 1e9 / s.sample_rate))
+            keys.play_input(s, key < done)
+            key = keys.next_input_at(s, start_ns, frame_count)
+        end = min(end, key)
         n = min(end - done, s.max_frames)
         block_in = s.silence_in
         if in_address != 0 and s.channels_in > 0:

@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from compiler_bridge.abi import acquire_fence, new_context, new_events, prefault, release_fence
+from compiler_bridge.abi import MIDI_IN_BYTES, acquire_fence, new_context, new_events, prefault, release_fence
 
 from ..realtime.controls import ControlRing
 from ..realtime.handover import Handover, Offer
+from ..realtime.ring import Ring
 from ..realtime.timing import histogram_percentiles
 from .callback import (FAULT_NAN, FAULT_SLOW, HIST_BINS, MAX_BLOCK_FRAMES, MAX_VOICES, METER_CHANNELS,
                        METER_FLOOR_DBFS, NAN_RUN_LIMIT, SLOTS_DTYPE, SLOW_RUN_LIMIT, SNAP_DTYPE, audio_callback,
                        render_block)
+from .keys import INPUT_CAPACITY, INPUT_DTYPE
 
 __all__ = ["NativeEngine", "audio_callback", "MAX_BLOCK_FRAMES", "NAN_RUN_LIMIT", "SLOW_RUN_LIMIT",
            "METER_FLOOR_DBFS"]
@@ -62,6 +64,7 @@ class NativeEngine:
         self.hist = np.zeros(HIST_BINS, np.int64)
         self.controls = ControlRing()
         self.handover = Handover(self.slots)
+        self.keys: Ring | None = None  # MIDI input (take_input)
         self._snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # seq -> (request, dst), until answered
         self._snap_seq = 0
         self._lock = threading.Lock()  # one writer at a time of each request field
@@ -84,6 +87,17 @@ class NativeEngine:
     def address(self) -> int:
         """The ``userData`` pointer to hand to PortAudio."""
         return self.slots.ctypes.data
+
+    def take_input(self) -> Ring:
+        """Have the callback play MIDI input (:mod:`.keys`) pushed into the returned ring as
+        ``push(arrival_ns, status, data1, data2)``; before the stream starts."""
+        if self.keys is None:
+            self.keys, self.msg = Ring(INPUT_DTYPE, INPUT_CAPACITY), np.zeros(MIDI_IN_BYTES, np.int32)
+            prefault(self.keys.header, self.keys.records, self.msg)
+            s = self.slots[0]
+            s["msg"] = self.msg.ctypes.data
+            s["keys"] = (self.keys.header.ctypes.data, self.keys.records.ctypes.data, self.keys.capacity)
+        return self.keys
 
     def set_crossfade_ms(self, crossfade_ms: float) -> None:
         self.slots[0]["fade_frames"] = round(crossfade_ms * self.slots[0]["sample_rate"] / 1000.0)
@@ -211,7 +225,7 @@ class NativeEngine:
         s = self.slots[0]
         keys = ("blocks", "callbacks", "xruns", "xruns_flagged", "xruns_late", "overruns", "nan_blocks",
                 "clipped_samples", "swaps", "kernel_errors", "faults", "writes_applied", "writes_dropped", "frames",
-                "kernel_ns", "carry_misses")
+                "kernel_ns", "carry_misses", "in_events", "in_handled", "in_late", "handler_errors")
         out = {k: int(s[k]) for k in keys}
         p50, p99 = histogram_percentiles(self.hist, (0.5, 0.99))
         middle = 0.5 if out["callbacks"] else 0.0  # (the middle of a 1 us bin)

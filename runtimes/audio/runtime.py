@@ -32,6 +32,7 @@ from ..midi.jack import playback_latency_frames
 from ..realtime.controls import ControlRing
 from ..recovery import Recovery
 from .engine import MAX_BLOCK_FRAMES, NAN_RUN_LIMIT, SLOW_RUN_LIMIT, NativeEngine
+from .midi_input import MidiInput
 from .portaudio import (JACK_HOSTAPI, PORTAUDIO, Stream, StreamConfig, askable, buffer_frames, resolve_stream, sees,
                         shape)
 
@@ -74,6 +75,7 @@ class AudioRuntime(BaseRuntime):
         self._poll_s = 0.001  # set from the block length once the stream is open
         self._faded = False  # fade_out() ran: silent, the kernel no longer runs, the stream still open
         self._latency_warned = False
+        self._keys: MidiInput | None = None  # midi_input: an rtmidi port feeding the engine playing now
 
     # --- lifecycle ---
 
@@ -86,6 +88,12 @@ class AudioRuntime(BaseRuntime):
             if len(PORTAUDIO.get().query_devices()):
                 raise  # a setting no device here satisfies: the performer's to fix, not to wait for
             self._recovery.lose("JACK", str(exc))
+        if self.settings.get("midi_input"):  # (a port that is not there is the performer's to fix)
+            try:
+                self._keys = MidiInput(self.settings["midi_input"], lambda: self._engine and self._engine.keys)
+            except DeviceError:
+                self._close()
+                raise
         self._watch = threading.Thread(target=self._watch_loop, name="livehost-audio-watch", daemon=True)
         self._watch.start()
 
@@ -153,6 +161,8 @@ class AudioRuntime(BaseRuntime):
         """An engine for *config*, asked to play the held program (or the last engine's) from its state."""
         engine = NativeEngine(config.sample_rate, config.channels_in, config.channels_out,
                               config.block_frames or MAX_BLOCK_FRAMES, float(self.settings["crossfade_ms"]))
+        if self.settings.get("midi_input"):
+            engine.take_input()
         self._publish_transport(engine)
         if self._engine is None and self.start_at_beat is not None:
             engine.start_on_beat(self.start_at_beat)
@@ -240,6 +250,8 @@ class AudioRuntime(BaseRuntime):
     def _close(self) -> None:
         if self._watch is not None:
             self._watch.join()
+        if self._keys is not None:
+            self._keys.close()
         engine, stream = self._engine, self._stream
         if stream is None:
             return

@@ -80,7 +80,7 @@ def _sync(j, tsl, s, out_midi, offset):
     """Both engines on one record: the audio side fades to what the tick side took (when a voice
     is free), the tick side follows the audio watchdog's fallback (its notes ended)."""
     if tsl.playing != j.synced:
-        if audio.play_taken(s, tsl.playing):
+        if s.closing == 0 and audio.play_taken(s, tsl.playing):  # (a close fades everything out)
             j.synced = tsl.playing
     elif s.playing != j.synced and s.playing != 0:
         tsl.playing = s.playing

@@ -92,7 +92,7 @@ class MidiRuntime(BaseRuntime):
         data = [*data, 0, 0][:3]
         with self._lock:
             if self.engine is None or self.closed:
-                raise RuntimeInitError("midi: send() on a runtime that is not running")
+                raise RuntimeInitError(f"{self.id}: send() on a runtime that is not running")
             return self.engine.outbox.push(*data, len(message.bytes()))
 
     @property
@@ -169,8 +169,8 @@ class MidiRuntime(BaseRuntime):
                 if not wait_for_destinations or path.check_ports():
                     self._start_path(path, engine, resume)
                     t_start = time.perf_counter()
-                    log.info("midi: on JACK in %.0f ms (client %.0f ms, ports and connections %.0f ms, until the "
-                             "clock may start %.0f ms)", (t_start - t0) * 1e3, (t_client - t0) * 1e3,
+                    log.info("%s: on JACK in %.0f ms (client %.0f ms, ports and connections %.0f ms, until the "
+                             "clock may start %.0f ms)", self.id, (t_start - t0) * 1e3, (t_client - t0) * 1e3,
                              (t_open - t_client) * 1e3, (t_start - t_open) * 1e3)
                 else:
                     self._start_by = time.monotonic() + DESTINATION_WAIT_S
@@ -230,9 +230,10 @@ class MidiRuntime(BaseRuntime):
         if clock["lost"] != self._clock_lost:
             self._clock_lost = clock["lost"]
             if clock["lost"]:
-                log.warning("midi: the MIDI clock in stopped without a Stop: holding %.2f BPM", clock["tempo_bpm"])
+                log.warning("%s: the MIDI clock in stopped without a Stop: holding %.2f BPM", self.id,
+                            clock["tempo_bpm"])
             else:
-                log.info("midi: the MIDI clock in is back (%.2f BPM)", clock["tempo_bpm"])
+                log.info("%s: the MIDI clock in is back (%.2f BPM)", self.id, clock["tempo_bpm"])
 
     def _recover(self) -> None:
         self._recovery.look(self._lock, lambda: self.closed, self._notice_loss,
@@ -250,7 +251,7 @@ class MidiRuntime(BaseRuntime):
         if not connected and time.monotonic() < self._start_by:
             return
         if not connected:
-            log.warning("midi: no port matching %r came back; playing without it", self.settings["connect_to"])
+            log.warning("%s: no port matching %r came back; playing without it", self.id, self.settings["connect_to"])
         self._start_by = None
         self._start_path(self.path, self.engine, self._resume)
 
@@ -291,7 +292,7 @@ class MidiRuntime(BaseRuntime):
             # (a swap on the beat or bar is seen at the next tick and taken there: nobody waits for it)
             log.warning("MIDI program swap is still pending (the clock is not advancing)")
         if self._recovery.waiting:
-            log.info("midi: program %s plays when %s is back", program.source_hash, self._recovery.waiting_for)
+            log.info("%s: program %s plays when %s is back", self.id, program.source_hash, self._recovery.waiting_for)
 
     def _playing_program(self) -> Program | None:
         return self.engine.playing()[0] if self.engine is not None else self.program
@@ -334,7 +335,7 @@ class MidiRuntime(BaseRuntime):
         step = ppqn // 4
         with self._lock:
             if self.engine is None:
-                raise RuntimeInitError("midi: locate() before the runtime has a server to play on")
+                raise RuntimeInitError(f"{self.id}: locate() before the runtime has a server to play on")
             self.engine.locate(int(beat * ppqn) // step * step)
 
     def _update_settings(self, settings: dict[str, Any]) -> None:
