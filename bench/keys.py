@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ require("jack")
 from compiler_bridge.compile import compile_project  # noqa: E402
 from compiler_bridge.program import Program  # noqa: E402
 from compiler_bridge.settings import SCHEMAS  # noqa: E402
-from helpers import CaptureProcess  # noqa: E402
+from helpers import CaptureProcess, clear_of, jack_frame_of  # noqa: E402
 from jack_midi_capture import Capture  # noqa: E402
 from runtimes.joint import JackRuntime  # noqa: E402
 
@@ -142,8 +141,13 @@ def run_livehost(program: Program, notes: int, tmp: Path) -> dict:
     clicks = [int(k) - take + jack for k in np.flatnonzero(x[:, 1] > 0.5)]
     notes_out = [f for f, d in events if d[:1] == [0x90]]
     pairs = [(f, min(clicks, key=lambda c: abs(c - f))) for f in notes_out if clicks and clicks[0] <= f <= clicks[-1]]
-    out["midi_audio_offset_frames_max"] = max((abs(c - f) for f, c in pairs), default=None)
-    out["midi_audio_pairs"] = len(pairs)
+    # a pair an xrun may have touched (a capture that missed a cycle hears the next one's) is left out
+    xrun_frames = [*midi.xrun_frames, *recorder.xrun_frames, *(jack_frame_of(report, k) for k in report["xrun_at"])]
+    clear = clear_of([f for f, _ in pairs], xrun_frames) if pairs else []
+    kept = [pair for pair, ok in zip(pairs, clear) if ok]
+    out["midi_audio_offset_frames_max"] = max((abs(c - f) for f, c in kept), default=None)
+    out["midi_audio_pairs"] = len(kept)
+    out["midi_audio_pairs_left_out"] = len(pairs) - len(kept)
     out["server_xruns"] = midi.xruns + recorder.xruns + report["xruns"]
     out["overruns"] = stats["overruns"]
     return out
@@ -203,7 +207,10 @@ def main() -> None:
         program = Program.from_compiled(compile_project(project))
         livehost = run_livehost(program, args.notes, Path(tmp))
         print("livehost", json.dumps(livehost), flush=True)
-        baseline = run_baseline(args.notes, Path(tmp))
+        try:
+            baseline = run_baseline(args.notes, Path(tmp))
+        except Exception as exc:  # python-rtmidi's own libjack cannot join PipeWire (pw-jack swaps the system's)
+            baseline = {"unavailable": f"{type(exc).__name__}: {exc}"}
         print("baseline", json.dumps(baseline), flush=True)
     summary = {"notes": args.notes, **livehost, **{f"baseline_{k}": v for k, v in baseline.items()}}
     print(json.dumps(summary))
