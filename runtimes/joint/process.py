@@ -18,8 +18,9 @@ follows the record it took with a crossfade (:func:`~runtimes.audio.callback.pla
 and the tick engine follows the audio watchdog's fallback. Nothing here
 allocates, locks or takes the GIL.
 
-Input is bounded: at most ``max_in`` events per cycle reach ``midi_in()``
-(the rest are counted in ``in_overflow``); a data byte with no status
+Input is bounded: at most ``max_in`` events per cycle reach ``midi_in()``;
+past that, only NoteOffs do (a burst must not leave a key held), and the
+rest are counted in ``in_overflow``; a data byte with no status
 (running status a sender should not put in a JACK buffer), SysEx and
 anything longer than three bytes are counted and skipped.
 """
@@ -135,6 +136,14 @@ def _handle(j, tsl, s, data, size, frame, nframes, mapped):
 
 
 @jit
+def _releases(data, size):
+    """Whether a message is a NoteOff (or a NoteOn of velocity 0): over the per-cycle bound these
+    still reach midi_in(), so that a burst never leaves a key held."""
+    kind = np.int64(data[0]) & 0xF0 if size >= 1 else 0
+    return size == 3 and (kind == 0x80 or (kind == 0x90 and data[2] == 0))
+
+
+@jit
 def joint_cycle(j, tsl, s, out_midi, in_midi, cycle_u32, nframes):
     """Play one cycle: audio up to each tick and each input event, that at its frame."""
     start = cycle_start(tsl, cycle_u32, nframes)
@@ -161,7 +170,7 @@ def joint_cycle(j, tsl, s, out_midi, in_midi, cycle_u32, nframes):
             _render(j, tsl, s, start, pos, event_at)
             pos = event_at
             read += 1
-            if read > j.max_in:
+            if read > j.max_in and not _releases(carray(as_voidptr(address), max(size, 1), np.uint8), size):
                 j.in_events += 1
                 j.in_overflow += 1
             else:
