@@ -20,7 +20,8 @@ def test_defaults_are_merged(project):
     config = load_config(project("sine"))
     audio, offline = config.runtime_settings
     assert audio == {"runtime": "audio", "device": None, "sample_rate": None, "block_frames": None,
-                     "channels_out": 2, "channels_in": 0, "latency": "low", "crossfade_ms": 10.0}
+                     "channels_out": 2, "channels_in": 0, "latency": "low", "crossfade_ms": 10.0,
+                     "midi_input": None}
     assert offline["seconds"] == 4.0 and offline["sample_rate"] == 48000
     assert config.tempo_bpm == 120.0 and config.selected_runtime == 0 and config.warnings == []
 
