@@ -167,7 +167,6 @@ def midi'''))
                               "print(len(c.get_ports('livehost', is_audio=True, is_output=True)))"],
                              env=env, capture_output=True, text=True, timeout=30)
         assert cap.stdout.strip() == "2", cap.stderr  # livehost's two audio outputs, on the named server
-        (proj / "livehost.toml").write_text(toml.replace("selected_runtime = 0", "selected_runtime = 1"))
         failed_starts = 0  # a client joining a just-started jackd fails to activate now and then (JACK's, not ours)
         while True:
             try:
@@ -176,6 +175,9 @@ def midi'''))
             except RuntimeError:
                 failed_starts += 1
                 assert failed_starts < 3, "the capture client could not join the named server"
+        # the switch once its destination is there (a settings-only save is served at once: a switch
+        # saved before the capture joined found no destination now and then)
+        (proj / "livehost.toml").write_text(toml.replace("selected_runtime = 0", "selected_runtime = 1"))
         with midi_cap:
             lh.wait_for("Successfully initialized runtime: midi", 30)
             time.sleep(1.0)
