@@ -199,20 +199,23 @@ def midi(s, ctx, ev):
 """
 
 
-def _compile_once_here(checked: bool = True) -> None:
+def _compile_once_here(checked: bool = True, like=None) -> None:
     """Compile a small patch in this process: each compile runs in a child forked
     from here, and starts from the typing and code-generation state it leaves
     (about 0.15 s less per compile here). The standby child for any build runs it
-    too (without the *checked* part), to take its own copy of that state."""
+    too (without the *checked* part), to take its own copy of that state: there it
+    compiles the last good compile's patch and settings, *like* (a Sources), when
+    there is one. The next save is most often an edit of that patch, and numba
+    then meets the functions, types and operations it has just compiled."""
     import tempfile
 
     from .compile.parts import compile_here
     from .config import CONFIG_NAME
 
     with tempfile.TemporaryDirectory(prefix="livehost-warm-") as folder:
-        project = Path(folder)
-        (project / CONFIG_NAME).write_text('[[runtime_settings]]\nruntime = "audio"\n')
-        (project / PATCH_NAME).write_text(WARM_PATCH)
+        project = Path(folder)  # .livehost/ is empty here: a real compile, whatever the project has built
+        (project / CONFIG_NAME).write_text(like.config.text if like else '[[runtime_settings]]\nruntime = "audio"\n')
+        (project / PATCH_NAME).write_text(like.source if like else WARM_PATCH)
         compile_here(project, checked=checked)
 
 

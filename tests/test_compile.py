@@ -227,6 +227,34 @@ def test_a_save_of_the_same_build_is_test_run_by_a_child_that_loaded_it_ahead(wo
     assert len(before & set(_children(worker.pid))) <= 1  # at most the one for any build, if it was still warming
 
 
+def test_the_child_ready_for_any_build_warms_up_on_the_last_good_patch(worker, project, tmp_path):
+    """A code edit is compiled by a child that compiled the patch it edits just before (numba
+    meets what it has met), not the worker's own small patch. The patch's top-level code
+    writes where it runs: the warm-up runs it in a throwaway project of its own."""
+    from helpers import wait_for
+
+    sine = project("sine")
+    runs = tmp_path / "runs.txt"
+    patch = sine / "patch.py"
+    patch.write_text(f"open({str(runs)!r}, 'a').write(__file__ + '\\n')\n" + patch.read_text())
+
+    def warm_ups() -> list[str]:
+        return [line for line in runs.read_text().splitlines() if "livehost-warm-" in line] if runs.exists() else []
+
+    # A child ready for any build is forked once the one before it is used: by a code edit that
+    # found it warm. (One still warming on an earlier test's patch is passed over by a fresh fork.)
+    for k in range(4):
+        patch.write_text(patch.read_text().replace("s.phase += step", f"s.phase += step * {k + 1}"))
+        compiled = worker.compile(sine)
+        assert compiled.ok and not compiled.compiled["reused_build"]
+        try:
+            wait_for(lambda: warm_ups(), timeout_s=10.0)
+            break
+        except AssertionError:
+            continue
+    assert warm_ups(), "no child warmed up on the patch"
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

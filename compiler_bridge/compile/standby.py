@@ -8,8 +8,9 @@ is left. A save of another build discards it.
 
 A save of new code is compiled in a child too, and a freshly forked child pays for every
 page of the worker's compiler state it touches (copy on write): about 0.1 s of a 0.45 s
-compile. So a second child is kept ready for any build: it compiles a small patch once
-(the worker's warm-up) to take its own copy of those pages, says so, and waits. A save
+compile. So a second child is kept ready for any build: it compiles the last good compile's
+patch once (or the worker's small warm-up patch) to take its own copy of those pages
+and of what numba keeps of the functions and types it met, says so, and waits. A save
 of another build uses it when it is ready, and forks as before while it is still warming.
 """
 
@@ -66,7 +67,8 @@ class StandbySlot:
             pid, request_w, report_r = _fork_standby(life, self.compiled)
             self.child = (pid, request_w, report_r, self.compiled.build)
         if self.any is None and self.warm_up is not None:
-            self.any = _fork_standby(life, None, self.warm_up)
+            like = self.compiled  # the child warms up on the patch the next save most likely edits
+            self.any = _fork_standby(life, None, lambda: self.warm_up(like=like))
 
     def forget(self) -> None:
         """In a forked child: close the standby children's pipes, inherited from the worker."""
