@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compiler_bridge.compile import code_text, compile_project
@@ -503,3 +504,59 @@ def test_midi_in_is_test_run_with_a_keyboard_s_messages_and_a_raise_in_it_names_
     with pytest.raises(PatchError) as alone:
         compile_project(sine)
     assert "beside midi_in" in alone.value.message
+
+
+HELPER_PATCH = '''import math
+
+
+def fold(x):
+    while x >= 1.0:
+        x -= 1.0
+    return x
+
+
+def tri(phase):
+    """A triangle from a phase in cycles: a plain helper calling another."""
+    return 4.0 * abs(fold(phase) - 0.5) - 1.0
+
+
+class State:
+    phase = 0.0
+
+
+def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.5 * tri(s.phase)
+        s.phase = fold(s.phase + 0.01)
+'''
+
+
+def test_a_patch_s_plain_helpers_are_compiled_with_its_kernels(project, tmp_path):
+    """No decorator needed on a helper a kernel calls (it was refused as "NameError: name
+    'tri' is not defined", at its def); a raise inside one is reported at its line."""
+    import soundfile as sf
+
+    from runtimes.offline import render
+
+    sine = project("sine")
+    (sine / "patch.py").write_text(HELPER_PATCH)
+    program = Program.from_compiled(compile_project(sine))
+    data, _ = sf.read(render(program, tmp_path / "tri.wav", 0.01), dtype="float32")
+    phase, expected = 0.0, []
+    for _ in range(len(data)):
+        folded = phase
+        while folded >= 1.0:
+            folded -= 1.0
+        expected.append(0.5 * (4.0 * abs(folded - 0.5) - 1.0))
+        phase = phase + 0.01
+        while phase >= 1.0:
+            phase -= 1.0
+    np.testing.assert_array_equal(data[:, 0], np.float32(expected))
+    (sine / "patch.py").write_text(HELPER_PATCH.replace("    return x\n", "    if x < -1.0:\n"
+                                                        "        raise ValueError('no')\n    return x\n"))
+    compile_project(sine)  # a raise the test run does not reach is no fault
+    (sine / "patch.py").write_text(HELPER_PATCH.replace("    return x\n", "    if x < 1.0:\n"
+                                                        "        raise ValueError('no')\n    return x\n"))
+    with pytest.raises(PatchError) as exc:
+        compile_project(sine)
+    assert exc.value.line == 8 and "ValueError" in str(exc.value)
