@@ -10,6 +10,7 @@ hand-over, not the message's place in the audio.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable
 
@@ -19,6 +20,7 @@ from ..realtime.ring import Ring
 
 log = logging.getLogger("livehost.runtimes")
 
+ALSA_SEQ = "/dev/snd/seq"
 APIS = ("LINUX_ALSA", "UNIX_JACK")  # tried in turn: the first with a matching port
 REANCHOR_NS = 250_000_000  # an arrival this far behind now (or ahead of it) is the clocks parting: anchor anew
 
@@ -36,8 +38,8 @@ class MidiInput:
         seen = []
         for api_name in APIS:
             api = getattr(rtmidi, f"API_{api_name}")
-            if api not in rtmidi.get_compiled_api():
-                continue
+            if api not in rtmidi.get_compiled_api() or (api_name == "LINUX_ALSA" and not os.path.exists(ALSA_SEQ)):
+                continue  # (ALSA without its sequencer device prints an error of its own to stderr)
             try:
                 port = rtmidi.MidiIn(api, name="livehost")
             except Exception:  # rtmidi raises its own SystemError family when an API cannot start here
