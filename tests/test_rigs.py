@@ -35,17 +35,18 @@ def _clock_plan(beats: int, bpm: float = 120.0) -> tuple[list, list[int], int]:
     return [(0, [START])] + [(f, [CLOCK]) for f in clocks] + [(stop, [STOP])], clocks, stop
 
 
-def test_a_follower_started_before_its_leader_waits_and_plays_on_its_bytes_from_its_start(tmp_path):
+@pytest.mark.parametrize("runtime", ["midi", "jack"])
+def test_a_follower_started_before_its_leader_waits_and_plays_on_its_bytes_from_its_start(tmp_path, runtime):
     """The order on stage: livehost boots, the drummer presses play later. Waiting for the
     leader's Start makes no music and is no hang: no restart, no quarantine; once the leader
     (connected by ``connect_from``) starts, every note lands on one of its clock bytes, and its
-    Stop ends them."""
-    proj = rig_project(tmp_path, '[[runtime_settings]]\nruntime = "midi"\nclock_source = "midi"\n'
+    Stop ends them. The same for the ``jack`` runtime, whose callback renders audio meanwhile."""
+    proj = rig_project(tmp_path, f'[[runtime_settings]]\nruntime = "{runtime}"\nclock_source = "midi"\n'
                                  'connect_from = "rigleader:out"\nconnect_to = "rigcap:in"\n', COUNTER_PATCH)
     with Capture("rigcap") as cap:
         lh = LivehostRun(proj)
         try:
-            lh.wait_for("Successfully initialized runtime: midi")
+            lh.wait_for(f"Successfully initialized runtime: {runtime}")
             time.sleep(10.0)  # the band is not there yet
             waiting_restarts = len(lh.messages(RESTARTED))
             with Capture("rigleader") as lead:
@@ -191,6 +192,55 @@ def midi'''))
     print(f"\nplaying on the named server {back:.2f} s after it started (capture starts that failed: {failed_starts})")
     assert [d for f, d in events if d[0] == 0x90]  # the MIDI runtime plays on the named server too
     assert not lh.messages(RESTARTED)
+
+
+@pytest.mark.skipif(ON_PIPEWIRE, reason="starts a jackd server of its own: PipeWire's JACK library joins PipeWire")
+def test_the_jack_runtime_waits_for_a_named_server_that_appears_late_and_plays_both_kinds_on_it(tmp_path):
+    """The ``jack`` runtime booted before its server: it waits (no restart: waiting is no hang),
+    joins the server once it starts, and plays its audio and its MIDI there."""
+    name = f"lhjoint-{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
+    proj = rig_project(tmp_path, f'jack_server = "{name}"\n[[runtime_settings]]\nruntime = "jack"\n'
+                                 'connect_to = "jointcap:in"\n', COUNTER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.1
+
+
+def midi'''))
+    lh = LivehostRun(proj)
+    server = None
+    try:
+        lh.wait_for("waiting for JACK")
+        time.sleep(6.0)  # the server is late: several heartbeats' worth
+        waiting_restarts = len(lh.messages(RESTARTED))
+        server = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lh.wait_for("is back after", 30)
+        probe = subprocess.run([sys.executable, "-c", "import jack; c = jack.Client('probe', no_start_server=True); "
+                                "print(len(c.get_ports('livehost', is_audio=True, is_output=True)))"],
+                               env=env, capture_output=True, text=True, timeout=30)
+        assert probe.stdout.strip() == "2", probe.stderr  # the jack runtime's audio outputs, on the named server
+        failed_starts = 0  # a client joining a just-started jackd fails to activate now and then (JACK's, not ours)
+        while True:
+            try:
+                midi_cap = Capture("jointcap", env=env)
+                break
+            except RuntimeError:
+                failed_starts += 1
+                assert failed_starts < 3, "the capture client could not join the named server"
+        with midi_cap:
+            lh.wait_for("MIDI: connected", 30)
+            time.sleep(1.0)
+            events = midi_cap.stop()
+        lh.terminate()
+    finally:
+        lh.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+    print(f"\nrestarts while waiting for the server: {waiting_restarts}; capture starts that failed: {failed_starts}")
+    assert waiting_restarts == 0 and not lh.messages(RESTARTED)
+    assert [d for f, d in events if d[0] == 0x90]  # its MIDI plays on the named server
 
 
 def test_headless_audio_opens_the_servers_playback_not_another_client_and_plays_without_a_restart(tmp_path):

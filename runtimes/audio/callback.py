@@ -386,6 +386,8 @@ def _run_voice(s, slots_address, u, in_address, frames):
     prog = handover.program(s.v_rec[u])
     if prog.failed != 0:  # its kernel raised or faulted: silent until the next swap
         return True
+    if prog.kernels[KERNEL_AUDIO] == 0:  # a patch with midi() alone, played by the jack runtime: silence
+        return True
     carray(as_voidptr(s.events), 3, np.int32)[EVENT_HEADER_COUNT] = 0
     t0 = now_ns(s, slots_address)
     s.in_kernel = 1
