@@ -9,6 +9,7 @@ processes of their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -141,6 +142,56 @@ def test_duration_ends_a_supervised_run_whatever_it_waits_for(tmp_path):
     assert code == 0 and lh.messages("Successfully initialized runtime: midi") and not lh.messages(RESTARTED)
 
 
+# COUNTER_PATCH with an audio() of a constant level beside its midi()
+COUNTER_AND_LEVEL = COUNTER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.1
+
+
+def midi''')
+
+
+def _named_server(name: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def _booted_before_its_server(proj, name: str, env: dict):
+    """``livehost run`` on *proj*, booted before its named server *name*: ``(run, start)``,
+    where ``start()`` starts the server; both end when the block does."""
+    lh, servers = LivehostRun(proj), []
+    try:
+        yield lh, lambda: servers.append(_named_server(name, env))
+        lh.terminate()
+    finally:
+        lh.kill()
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+
+
+def _audio_outputs(env: dict) -> str:
+    """How many audio outputs livehost has on the server *env* names (as a client there sees it)."""
+    probe = subprocess.run([sys.executable, "-c", "import jack; c = jack.Client('probe', no_start_server=True); "
+                            "print(len(c.get_ports('livehost', is_audio=True, is_output=True)))"],
+                           env=env, capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.strip()
+
+
+def _join(name: str, env: dict) -> tuple[Capture, int]:
+    """A MIDI capture client *name* on the server *env* names, and how many starts failed first
+    (a client joining a just-started jackd fails to activate now and then: JACK's, not ours)."""
+    failed = 0
+    while True:
+        try:
+            return Capture(name, env=env), failed
+        except RuntimeError:
+            failed += 1
+            assert failed < 3, "the capture client could not join the named server"
+
+
 @pytest.mark.skipif(ON_PIPEWIRE, reason="starts a jackd server of its own: PipeWire's JACK library joins PipeWire")
 def test_a_named_server_that_appears_late_is_joined_by_both_runtimes(tmp_path):
     """``jack_server`` in livehost.toml: the audio runtime (and then the MIDI runtime, switched
@@ -149,33 +200,16 @@ def test_a_named_server_that_appears_late_is_joined_by_both_runtimes(tmp_path):
     env = {**os.environ, "JACK_DEFAULT_SERVER": name}
     toml = (f'jack_server = "{name}"\nselected_runtime = 0\n[[runtime_settings]]\nruntime = "audio"\n'
             '[[runtime_settings]]\nruntime = "midi"\nconnect_to = "namedcap:in"\n')
-    proj = rig_project(tmp_path, toml, COUNTER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
-    for i in range(out.shape[0]):
-        out[i, 0] = 0.1
-
-
-def midi'''))
-    lh = LivehostRun(proj)  # with the default server in its environment: the config names the other
-    server = None
-    try:
+    proj = rig_project(tmp_path, toml, COUNTER_AND_LEVEL)
+    # (with the default server in its environment: the config names the other)
+    with _booted_before_its_server(proj, name, env) as (lh, start_server):
         lh.wait_for("waiting for JACK")
         time.sleep(8.0)
         started = time.time()
-        server = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_server()
         back = lh.wait_for("JACK is back", 30)["time"] - started
-        cap = subprocess.run([sys.executable, "-c", "import jack; c = jack.Client('probe', no_start_server=True); "
-                              "print(len(c.get_ports('livehost', is_audio=True, is_output=True)))"],
-                             env=env, capture_output=True, text=True, timeout=30)
-        assert cap.stdout.strip() == "2", cap.stderr  # livehost's two audio outputs, on the named server
-        failed_starts = 0  # a client joining a just-started jackd fails to activate now and then (JACK's, not ours)
-        while True:
-            try:
-                midi_cap = Capture("namedcap", env=env)
-                break
-            except RuntimeError:
-                failed_starts += 1
-                assert failed_starts < 3, "the capture client could not join the named server"
+        assert _audio_outputs(env) == "2"  # livehost's two audio outputs, on the named server
+        midi_cap, failed_starts = _join("namedcap", env)
         # the switch once its destination is there (a settings-only save is served at once: a switch
         # saved before the capture joined found no destination now and then)
         (proj / "livehost.toml").write_text(toml.replace("selected_runtime = 0", "selected_runtime = 1"))
@@ -183,12 +217,6 @@ def midi'''))
             lh.wait_for("Successfully initialized runtime: midi", 30)
             time.sleep(1.0)
             events = midi_cap.stop()
-        lh.terminate()
-    finally:
-        lh.kill()
-        if server is not None:
-            server.terminate()
-            server.wait(10)
     print(f"\nplaying on the named server {back:.2f} s after it started (capture starts that failed: {failed_starts})")
     assert [d for f, d in events if d[0] == 0x90]  # the MIDI runtime plays on the named server too
     assert not lh.messages(RESTARTED)
@@ -197,47 +225,23 @@ def midi'''))
 @pytest.mark.skipif(ON_PIPEWIRE, reason="starts a jackd server of its own: PipeWire's JACK library joins PipeWire")
 def test_the_jack_runtime_waits_for_a_named_server_that_appears_late_and_plays_both_kinds_on_it(tmp_path):
     """The ``jack`` runtime booted before its server: it waits (no restart: waiting is no hang),
-    joins the server once it starts, and plays its audio and its MIDI there."""
+    joins the server once it starts: its audio outputs are there, and its MIDI plays there."""
     name = f"lhjoint-{os.getpid()}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name}
     proj = rig_project(tmp_path, f'jack_server = "{name}"\n[[runtime_settings]]\nruntime = "jack"\n'
-                                 'connect_to = "jointcap:in"\n', COUNTER_PATCH.replace("def midi", '''def audio(s, ctx, inp, out):
-    for i in range(out.shape[0]):
-        out[i, 0] = 0.1
-
-
-def midi'''))
-    lh = LivehostRun(proj)
-    server = None
-    try:
+                                 'connect_to = "jointcap:in"\n', COUNTER_AND_LEVEL)
+    with _booted_before_its_server(proj, name, env) as (lh, start_server):
         lh.wait_for("waiting for JACK")
         time.sleep(6.0)  # the server is late: several heartbeats' worth
         waiting_restarts = len(lh.messages(RESTARTED))
-        server = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_server()
         lh.wait_for("is back after", 30)
-        probe = subprocess.run([sys.executable, "-c", "import jack; c = jack.Client('probe', no_start_server=True); "
-                                "print(len(c.get_ports('livehost', is_audio=True, is_output=True)))"],
-                               env=env, capture_output=True, text=True, timeout=30)
-        assert probe.stdout.strip() == "2", probe.stderr  # the jack runtime's audio outputs, on the named server
-        failed_starts = 0  # a client joining a just-started jackd fails to activate now and then (JACK's, not ours)
-        while True:
-            try:
-                midi_cap = Capture("jointcap", env=env)
-                break
-            except RuntimeError:
-                failed_starts += 1
-                assert failed_starts < 3, "the capture client could not join the named server"
+        assert _audio_outputs(env) == "2"  # the jack runtime's audio outputs, on the named server
+        midi_cap, failed_starts = _join("jointcap", env)
         with midi_cap:
             lh.wait_for("MIDI: connected", 30)
             time.sleep(1.0)
             events = midi_cap.stop()
-        lh.terminate()
-    finally:
-        lh.kill()
-        if server is not None:
-            server.terminate()
-            server.wait(10)
     print(f"\nrestarts while waiting for the server: {waiting_restarts}; capture starts that failed: {failed_starts}")
     assert waiting_restarts == 0 and not lh.messages(RESTARTED)
     assert [d for f, d in events if d[0] == 0x90]  # its MIDI plays on the named server
