@@ -253,7 +253,7 @@ def cmd_run(args) -> int:
                     host.note_compile(latest[0].compiled, latest[0].seconds)
                 shown = _Status(host, rich=not args.headless and sys.stderr.isatty(), every_s=args.status_every)
                 with _osc(args, project, host):
-                    _wait_for_stop(args.duration, tick=shown, stop=stop)
+                    _wait_for_stop(_time_left(args), tick=shown, stop=stop)
                 shown.close()
                 beats.host = None
                 playing.clear()
@@ -467,6 +467,15 @@ def _project(path: str) -> Path:
     return project
 
 
+def _time_left(args) -> float | None:
+    """How long to play: ``--duration`` from now, or for a supervised child what is left of its
+    supervisor's run, whose clock started before this process did (a start-up that took the
+    time up leaves none: the child ends itself, saving its state, before it is stopped)."""
+    if args.ends_at is not None:
+        return max(0.0, args.ends_at - time.monotonic())
+    return args.duration
+
+
 def _wait_for_stop(duration_s: float | None, tick=None, stop: threading.Event | None = None) -> None:
     """Return after *duration_s*, Ctrl-C, SIGTERM or *stop*; call *tick* twice a second."""
     stop = stop or threading.Event()
@@ -528,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the JACK server to join and wait for (default: jack_server in livehost.toml, "
                         "else JACK_DEFAULT_SERVER, else the default server)")
     p.add_argument("--supervised", type=int, help=argparse.SUPPRESS)  # the supervisor's heartbeat pipe
+    p.add_argument("--ends-at", type=float, help=argparse.SUPPRESS)  # the supervisor's end (CLOCK_MONOTONIC s)
     p.add_argument("--quarantine", action="append", default=[], help=argparse.SUPPRESS)  # source hashes not to play
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("devices", help="list audio devices and MIDI ports")

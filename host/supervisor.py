@@ -125,15 +125,16 @@ def _run_child(child_args: list[str], quarantined: list[str], stopping: list, le
     """Run one child to its end (at most *left_s* seconds)."""
     read_fd, write_fd = os.pipe()
     args = [sys.executable, "-m", "host.cli", *child_args, "--supervised", str(write_fd)]
-    if left_s is not None:
-        args += ["--duration", f"{left_s:.3f}"]
+    started = time.monotonic()
+    if left_s is not None:  # the child ends itself at this end (CLOCK_MONOTONIC is the machine's), first
+        args += ["--duration", f"{left_s:.3f}", "--ends-at", f"{started + left_s:.3f}"]
     for digest in quarantined:
         args += ["--quarantine", digest]
     child = subprocess.Popen(args, pass_fds=(write_fd,))
     os.close(write_fd)
     ending = Ending(code=None)
-    last_beat = time.monotonic()
-    end_by = None if left_s is None else last_beat + left_s + STOP_WAIT_S  # the child ends itself first
+    last_beat = started
+    end_by = None if left_s is None else started + left_s + STOP_WAIT_S  # then it is stopped
     buffer = b""
     with selectors.DefaultSelector() as sel, os.fdopen(read_fd, "rb", buffering=0) as pipe:
         sel.register(pipe, selectors.EVENT_READ)
