@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,62 @@ def test_a_switch_jack_midi_jack_mid_note_carries_the_held_keys_and_leaves_no_no
     assert arpeggio == [72, 76]  # the held keys an octave up, on all three runtimes
     assert not stuck_notes(notes)
     assert peak_held > -40.0  # the carried keys sounded on the synth
+
+
+RAISING_PATCH = """class State:
+    armed = 0.0
+    notes = 0
+
+
+def audio(s, ctx, inp, out):
+    for i in range(out.shape[0]):
+        out[i, 0] = 0.25 if s.notes > 0 else 0.0
+
+
+def midi_in(s, ctx, status, data1, data2):
+    if s.armed > 0.5:
+        raise ValueError("armed")  # (never in its test run: armed is 0 there)
+    s.notes += 1
+"""
+
+
+@pytest.mark.parametrize("runtime", ["jack", "audio"])
+def test_a_midi_in_that_raises_live_is_counted_and_its_program_silenced(runtime, tmp_path):
+    """A raise in midi_in() while playing (the state armed it, from outside) silences that program
+    until the next save, as a raise in audio() does, and is counted; the messages after it are
+    not handed to it. On both runtimes that take MIDI input."""
+    if runtime == "audio" and ON_PIPEWIRE:
+        pytest.skip("python-rtmidi's JACK API cannot join PipeWire (its wheel bundles its own libjack)")
+    from runtimes.audio import AudioRuntime
+
+    project = tmp_path / "raising"
+    project.mkdir()
+    (project / "patch.py").write_text(RAISING_PATCH)
+    (project / "livehost.toml").write_text(f'[[runtime_settings]]\nruntime = "{runtime}"\n')
+    program = Program.from_compiled(compile_project(project))
+    with Capture("keysrc") as midi:
+        if runtime == "jack":
+            rt = _runtime(connect_from="keysrc:out", connect_to="keysrc:in", channels_out=1)
+        else:
+            rt = AudioRuntime(SCHEMAS["audio"].resolve({"midi_input": "keysrc", "channels_out": 1}))
+        try:
+            rt.start(program, program.new_state())
+            midi.send(0x90, 60, 100)
+            wait_for(lambda: rt.stats()["in_handled"] == 1)
+            wait_for(lambda: rt.stats()["peak_dbfs"][0] > -20.0)  # the note was taken: the tone plays
+            assert rt.write_state("armed", 1.0)
+            wait_for(lambda: rt.snapshot()[1]["armed"][0] == 1.0)  # (a write reaches the state at a cycle)
+            midi.send(0x90, 62, 100)
+            wait_for(lambda: rt.stats()["handler_errors"] == 1)
+            midi.send(0x90, 64, 100)
+            wait_for(lambda: rt.stats()["in_events"] == 3)
+            time.sleep(0.1)
+            stats = rt.stats()
+        finally:
+            rt.close()
+    # the second message raised; the third was not handed to the silenced program
+    assert stats["in_events"] == 3 and stats["in_handled"] == 2 and stats["handler_errors"] == 1
+    assert stats["kernel_errors"] >= 1
 
 
 @pytest.mark.skipif(ON_PIPEWIRE, reason="python-rtmidi's wheel bundles a libjack of its own, which pw-jack does "

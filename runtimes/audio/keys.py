@@ -62,18 +62,30 @@ def play_input(s, late):
     s.in_late += np.int64(late)
     if s.playing == 0 or status < 0x80 or status >= 0xF0:
         return
-    prog = handover.program(s.playing)
-    kernel = prog.kernels[KERNEL_MIDI_IN]
-    if kernel == 0 or prog.failed != 0:
-        return
-    msg = carray(as_voidptr(s.msg), 3, np.int32)
-    msg[0], msg[1], msg[2] = status, data1, data2
-    s.in_handled += 1
-    s.in_kernel = 1
-    ok = call_kernel(kernel, as_voidptr(prog.state), as_voidptr(s.ctx), as_voidptr(s.msg), as_voidptr(0),
-                     as_voidptr(s.events))
-    s.in_kernel = 0
-    if ok == 0:
+    ran = call_midi_in(handover.program(s.playing), s, s.msg, s.ctx, s.events, status, data1, data2)
+    s.in_handled += np.int64(ran >= 0)
+    if ran == 0:
         s.kernel_errors += 1
         s.handler_errors += 1
+
+
+@_jit
+def call_midi_in(prog, flags, msg_address, ctx_address, events_address, status, data1, data2):
+    """Hand one message to program *prog*'s midi_in(), *flags*.in_kernel raised meanwhile (the
+    liveness signal), the context at *ctx_address* filled. 1: it ran; 0: it raised, and the
+    program is silent until the next save, as a kernel that raised anywhere (never carried);
+    -1: there is none to run (no midi_in(), or the program failed before). Both runtimes that
+    take MIDI input call it: the PortAudio callback here, the ``jack`` runtime's process."""
+    kernel = prog.kernels[KERNEL_MIDI_IN]
+    if kernel == 0 or prog.failed != 0:
+        return -1
+    msg = carray(as_voidptr(msg_address), 3, np.int32)
+    msg[0], msg[1], msg[2] = status, data1, data2
+    flags.in_kernel = 1
+    ok = call_kernel(kernel, as_voidptr(prog.state), as_voidptr(ctx_address), as_voidptr(msg_address), as_voidptr(0),
+                     as_voidptr(events_address))
+    flags.in_kernel = 0
+    if ok == 0:
         prog.failed = 1
+        return 0
+    return 1

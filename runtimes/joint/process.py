@@ -31,9 +31,10 @@ import numba
 import numpy as np
 from numba import carray, types
 
-from compiler_bridge.abi import CTX_DTYPE, KERNEL_MIDI_IN, as_voidptr, call_kernel, fill_context
+from compiler_bridge.abi import CTX_DTYPE, as_voidptr, fill_context
 
 from ..audio import callback as audio
+from ..audio import keys
 from ..realtime import handover
 from ..ticks import slots as ticks
 from ..ticks.cycle import TICKS_FOLLOWED, TICKS_PLAY, begin_cycle, cycle_start, next_due
@@ -116,23 +117,14 @@ def _handle(j, tsl, s, data, size, frame, nframes, mapped):
         message_in(tsl, data, size)
     if tsl.playing == 0 or status >= 0xF8:  # (clock and transport bytes are the clock's)
         return
-    prog = handover.program(tsl.playing)
-    kernel = prog.kernels[KERNEL_MIDI_IN]
-    if kernel == 0 or prog.failed != 0:
-        return
-    msg = carray(as_voidptr(j.msg), 3, np.int32)
-    msg[0], msg[1], msg[2] = status, data[1] if size >= 2 else 0, data[2] if size >= 3 else 0
     fill_context(carray(as_voidptr(s.ctx), 1, CTX_DTYPE), nframes, s.blocks, frame, _beat_at_frame(tsl, frame),
                  tsl.tempo_bpm)
-    j.in_handled += 1
-    tsl.in_kernel = 1
-    ok = call_kernel(kernel, as_voidptr(prog.state), as_voidptr(s.ctx), as_voidptr(j.msg), as_voidptr(0),
-                     as_voidptr(s.events))
-    tsl.in_kernel = 0
-    if ok == 0:
+    ran = keys.call_midi_in(handover.program(tsl.playing), tsl, j.msg, s.ctx, s.events, status,
+                            data[1] if size >= 2 else 0, data[2] if size >= 3 else 0)
+    j.in_handled += np.int64(ran >= 0)
+    if ran == 0:
         j.handler_errors += 1
         s.kernel_errors += 1
-        prog.failed = 1  # as a kernel that raised anywhere: silent until the next save, never carried
 
 
 @jit
