@@ -172,30 +172,38 @@ class Rig:
                 self.proc.wait()
         self.proc = None
 
-    def take(self, seconds: float, action) -> tuple[np.ndarray, float, float, dict]:
+    def take(self, seconds: float, action) -> tuple[np.ndarray, float, dict]:
         """Record *seconds* around *action* (called 0.1 s in, returns its time); the frames,
-        the action's time, the first frame's time, and the capture's report."""
+        the action's time and the capture's report."""
         self.audio.start()
         time.sleep(0.1)
         t_action = action()
         time.sleep(seconds)
         path = self.audio.tmp_path / "take.npy"
         report = self.audio.cmd(f"stop {path}")
-        return np.load(path), t_action, report["first_cycle_time"], report
+        return np.load(path), t_action, report
 
 
-def _departure_ms(x: np.ndarray, t_save: float, t0: float, new_mark: float) -> float | None:
+def _time_of(report: dict, index: int) -> float:
+    """When frame *index* of a take was played: its JACK frame (the take skips the cycles the
+    capture missed, a starting livehost on two cores can starve it) on the first cycle's time."""
+    take, jack = next((t, j) for t, j in reversed(report["jumps"]) if t <= index)
+    frame = (jack + index - take - report["first_cycle_frame"]) & 0xFFFFFFFF
+    return report["first_cycle_time"] + frame / RATE
+
+
+def _departure_ms(x: np.ndarray, t_save: float, report: dict, new_mark: float) -> float | None:
     """Save to the first frame whose marker left the old program's, if the new program then plays."""
     marks = x[:, 1]
     if len(marks) == 0 or abs(marks[-1] - new_mark) > 1e-6:
         return None  # the new program never played within the take
     moved = np.flatnonzero(np.abs(marks - marks[0]) > 1e-6)
-    return None if len(moved) == 0 else (t0 + moved[0] / RATE - t_save) * 1e3
+    return None if len(moved) == 0 else (_time_of(report, int(moved[0])) - t_save) * 1e3
 
 
-def _first_ms(mask: np.ndarray, t_save: float, t0: float) -> float | None:
+def _first_ms(mask: np.ndarray, t_save: float, report: dict) -> float | None:
     hit = np.flatnonzero(mask)
-    return None if len(hit) == 0 else (t0 + hit[0] / RATE - t_save) * 1e3
+    return None if len(hit) == 0 else (_time_of(report, int(hit[0])) - t_save) * 1e3
 
 
 def _figures(name: str, samples: list[float | None]) -> dict:
@@ -229,16 +237,16 @@ def main() -> None:
 
             default, number, code = [], [], []
             for k in range(args.edits):
-                x, t_save, t0, rep = rig.take(0.5, lambda: rig.save_patch(freq=440.0 + 5.0 * (k + 1)))
-                default.append(_departure_ms(x, t_save, t0, rig.marker()))
+                x, t_save, rep = rig.take(0.5, lambda: rig.save_patch(freq=440.0 + 5.0 * (k + 1)))
+                default.append(_departure_ms(x, t_save, rep, rig.marker()))
                 xruns += rep["xruns"]
             for k in range(args.edits):
-                x, t_save, t0, rep = rig.take(0.5, lambda: rig.save_patch(factor=1.0 + 0.002 * (k + 1)))
-                number.append(_departure_ms(x, t_save, t0, rig.marker()))
+                x, t_save, rep = rig.take(0.5, lambda: rig.save_patch(factor=1.0 + 0.002 * (k + 1)))
+                number.append(_departure_ms(x, t_save, rep, rig.marker()))
                 xruns += rep["xruns"]
             for k in range(args.edits):
-                x, t_save, t0, rep = rig.take(2.0, lambda: rig.save_patch(thousandths=1200 + 2 * (k + 1)))
-                code.append(_departure_ms(x, t_save, t0, rig.marker()))
+                x, t_save, rep = rig.take(2.0, lambda: rig.save_patch(thousandths=1200 + 2 * (k + 1)))
+                code.append(_departure_ms(x, t_save, rep, rig.marker()))
                 xruns += rep["xruns"]
 
             to_midi_saves, to_audio = [], []
@@ -246,8 +254,8 @@ def main() -> None:
             for _ in range(args.switches):
                 to_midi_saves.append(rig.select(1))
                 time.sleep(1.5)
-                x, t_save, t0, rep = rig.take(1.5, lambda: rig.select(0))
-                to_audio.append(_first_ms(np.abs(x[:, 0]) > 1e-3, t_save, t0))
+                x, t_save, rep = rig.take(1.5, lambda: rig.select(0))
+                to_audio.append(_first_ms(np.abs(x[:, 0]) > 1e-3, t_save, rep))
                 xruns += rep["xruns"]
                 time.sleep(0.5)
 
@@ -266,7 +274,7 @@ def main() -> None:
                 path = rig.audio.tmp_path / "take.npy"
                 rep = rig.audio.cmd(f"stop {path}")
                 x = np.load(path)
-                restart.append(_first_ms(np.abs(x[:, 1] - rig.marker()) < 1e-6, t_stop, rep["first_cycle_time"]))
+                restart.append(_first_ms(np.abs(x[:, 1] - rig.marker()) < 1e-6, t_stop, rep))
                 xruns += rep["xruns"]
             rig.stop()
             events = rig.midi.stop()
