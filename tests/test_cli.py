@@ -42,8 +42,10 @@ def run_headless(proj, *extra):
 
 
 def test_run_for_a_duration_then_exit_cleanly(project):
+    """A supervised run's duration counts from its start, start-up included (its end is the
+    supervisor's): long enough here for a start-up on a loaded machine and some ticks after it."""
     seq = project("sequencer")
-    proc = run_headless(seq, "--runtime", "logic", "--duration", "2")
+    proc = run_headless(seq, "--runtime", "logic", "--duration", "8")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     for line in ("Requesting runtime: logic", "Loaded runtime from registry: logic",

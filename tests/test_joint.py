@@ -212,10 +212,10 @@ def midi_in(s, ctx, status, data1, data2):
 
 
 @pytest.mark.parametrize("runtime", ["jack", "audio"])
-def test_a_midi_in_that_raises_live_is_counted_and_its_program_silenced(runtime, tmp_path):
-    """A raise in midi_in() while playing (the state armed it, from outside) silences that program
-    until the next save, as a raise in audio() does, and is counted; the messages after it are
-    not handed to it. On both runtimes that take MIDI input."""
+def test_a_midi_in_that_raises_live_is_counted_and_its_program_is_handed_no_more(runtime, tmp_path):
+    """A raise in midi_in() while playing (the state armed it, from outside) is counted and marks
+    the program failed, as a raise in audio() does (silent until the next save): the messages
+    after it are not handed to it. On both runtimes that take MIDI input."""
     if runtime == "audio" and ON_PIPEWIRE:
         pytest.skip("python-rtmidi's JACK API cannot join PipeWire (its wheel bundles its own libjack)")
     from runtimes.audio import AudioRuntime
